@@ -1,0 +1,165 @@
+//! Command-line flags (what the user typed, checked without I/O) and their resolution into a
+//! [`RunPlan`] (which touches the file system: finds files, checks the model, creates folders).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Serialize;
+
+/// Turn chat datasets into sentence embeddings: Parquet shards plus a manifest.
+#[derive(Debug, Parser)]
+#[command(name = "chatspace", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Embed a dataset with a sentence-transformers model (ONNX) into Parquet shards.
+    EmbedHf(EmbedArgs),
+}
+
+/// Which part of a row becomes the text to embed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ExtractMode {
+    /// The text field as it is (a string column).
+    None,
+    /// The first turn whose role is `assistant` or `model` in a `messages`-style list, stripped.
+    FirstAssistant,
+}
+
+/// Where encoders run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    Cpu,
+}
+
+/// Flags of `chatspace embed-hf` (the original tool's, plus chatspace's own).
+#[derive(Debug, Clone, Args, Serialize)]
+pub struct EmbedArgs {
+    /// Dataset: a local .parquet/.jsonl/.json file, a folder of them, or a glob.
+    #[arg(long)]
+    pub dataset: String,
+    /// Dataset config/subset name (a sub-folder of a local dataset folder).
+    #[arg(long)]
+    pub subset: Option<String>,
+    /// Dataset split.
+    #[arg(long, default_value = "train")]
+    pub split: String,
+    /// Field containing the text to embed (or the conversation, with --extract).
+    #[arg(long, default_value = "text")]
+    pub text_field: String,
+    /// How to get text out of the text field.
+    #[arg(long, value_enum, default_value_t = ExtractMode::None)]
+    pub extract: ExtractMode,
+    /// Same as `--extract first-assistant` (the original tool's flag).
+    #[arg(long, conflicts_with = "extract")]
+    pub extract_first_assistant: bool,
+    /// Model: a local folder in the sentence-transformers layout with an ONNX export.
+    #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
+    pub model: String,
+    /// ONNX file inside the model folder.
+    #[arg(long, default_value = "onnx/model.onnx")]
+    pub onnx_file: String,
+    /// Rows per inference batch.
+    #[arg(long, default_value_t = 32, value_parser = positive::<u32>)]
+    pub batch_size: u32,
+    /// Rows per Parquet shard.
+    #[arg(long, default_value_t = 8192, value_parser = positive::<u64>)]
+    pub rows_per_shard: u64,
+    /// Read at most this many input rows (rows skipped by extraction count too).
+    #[arg(long, value_parser = positive::<u64>)]
+    pub max_rows: Option<u64>,
+    /// Base output folder.
+    #[arg(long, default_value = "./chatspace-output")]
+    pub output_root: PathBuf,
+    /// Number of encoder processes (CPU).
+    #[arg(long, default_value_t = 1, value_parser = positive::<u32>)]
+    pub encoders: u32,
+    /// Where encoders run.
+    #[arg(long, value_enum, default_value_t = Device::Cpu)]
+    pub device: Device,
+    /// ONNX Runtime intra-op threads per encoder.
+    #[arg(long, default_value_t = 1, value_parser = positive::<u32>)]
+    pub threads: u32,
+    /// Path to the ONNX Runtime shared library (else ORT_DYLIB_PATH, else scripts/setup.sh's copy).
+    #[arg(long)]
+    pub ort_lib: Option<PathBuf>,
+    /// Disable the progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Replace the shards and manifest an earlier run left in the same output folder.
+    #[arg(long)]
+    pub overwrite: bool,
+    /// Run identifier recorded in every row and the manifest (default: from the start time).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// The encoder executable (default: `chatspace-encoder` next to `chatspace`).
+    #[arg(long, hide = true, env = "CHATSPACE_ENCODER")]
+    #[serde(skip)]
+    pub encoder_bin: Option<PathBuf>,
+}
+
+/// Parses a whole number of at least 1.
+fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, String> {
+    match s.parse::<T>() {
+        Ok(n) if n >= T::from(1) => Ok(n),
+        _ => Err(format!(
+            "`{s}` is not allowed: must be a whole number of at least 1"
+        )),
+    }
+}
+
+impl EmbedArgs {
+    /// The extraction mode, folding in the original tool's `--extract-first-assistant`.
+    pub fn extract_mode(&self) -> ExtractMode {
+        if self.extract_first_assistant {
+            ExtractMode::FirstAssistant
+        } else {
+            self.extract
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<EmbedArgs, clap::Error> {
+        let mut full = vec!["chatspace", "embed-hf", "--dataset", "d.parquet"];
+        full.extend_from_slice(args);
+        Cli::try_parse_from(full).map(|cli| match cli.command {
+            Command::EmbedHf(a) => a,
+        })
+    }
+
+    #[test]
+    fn defaults_match_the_original_tool() {
+        let a = parse(&[]).unwrap();
+        assert_eq!(a.split, "train");
+        assert_eq!(a.text_field, "text");
+        assert_eq!(a.batch_size, 32);
+        assert_eq!(a.rows_per_shard, 8192);
+        assert_eq!(a.extract_mode(), ExtractMode::None);
+    }
+
+    #[test]
+    fn both_spellings_of_first_assistant() {
+        let a = parse(&["--extract-first-assistant"]).unwrap();
+        assert_eq!(a.extract_mode(), ExtractMode::FirstAssistant);
+        let b = parse(&["--extract", "first-assistant"]).unwrap();
+        assert_eq!(b.extract_mode(), ExtractMode::FirstAssistant);
+    }
+
+    #[test]
+    fn zero_rows_per_shard_is_refused() {
+        let err = parse(&["--rows-per-shard", "0"]).unwrap_err();
+        assert!(err.to_string().contains("--rows-per-shard"), "{err}");
+    }
+}

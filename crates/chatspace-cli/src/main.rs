@@ -1,0 +1,108 @@
+//! `chatspace`: the supervisor. It reads a chat dataset, starts a pool of `chatspace-encoder`
+//! processes (the only ones that load ONNX Runtime), streams rows to them over local sockets and
+//! writes the embeddings into Parquet shards with a manifest.
+//!
+//! Errors are handled once, here: one line on stderr and an exit code from
+//! [`chatspace_proto::exit`].
+
+mod args;
+mod dataset;
+mod error;
+mod extract;
+mod manifest;
+mod plan;
+mod pool;
+mod run;
+mod shard;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CHATSPACE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::EmbedHf(args) => {
+            let plan = plan::RunPlan::resolve(args)?;
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
+            let outcome = runtime.block_on(run::execute(plan))?;
+            let s = &outcome.summary;
+            eprintln!(
+                "chatspace: embedded {} rows ({} skipped, {} truncated) into {} shards in {:.1} s ({:.0} rows/s, padding {:.0}%); manifest: {}",
+                s.rows_total,
+                s.rows_skipped,
+                s.rows_truncated,
+                s.num_shards,
+                s.duration_seconds,
+                s.rows_per_second,
+                s.padding_ratio * 100.0,
+                outcome.manifest_path.display()
+            );
+            Ok(())
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => {
+            // --help and --version.
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // One line: clap's first line without its `error: ` prefix.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or_default();
+            eprintln!("chatspace: {}", first.trim_start_matches("error: "));
+            return ExitCode::from(chatspace_proto::exit::USAGE as u8);
+        }
+    };
+    init_logging();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            let broken_pipe = err.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe)
+            });
+            if broken_pipe {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("chatspace: {}", one_line(&err));
+            ExitCode::from(error::exit_code(&err) as u8)
+        }
+    }
+}
+
+/// The error chain on one line: the message, then each cause not already part of it.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out.replace('\n', " ")
+}

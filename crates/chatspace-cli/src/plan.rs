@@ -1,0 +1,220 @@
+//! Resolving flags into a [`RunPlan`]: finds the dataset files, checks the text field and the
+//! model folder, locates the encoder executable and prepares the output folders, all before
+//! any encoder is started, so bad input fails fast with one clear line.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::args::{EmbedArgs, ExtractMode};
+use crate::bad_input;
+use crate::dataset::{self, Dataset};
+use crate::extract;
+use crate::manifest;
+
+/// Everything a run needs, checked.
+#[derive(Debug)]
+pub struct RunPlan {
+    /// The flags as given.
+    pub args: EmbedArgs,
+    /// The dataset's files and schema.
+    pub dataset: Dataset,
+    /// Index of the text column in the dataset schema.
+    pub text_column: usize,
+    /// How texts are taken from it.
+    pub extract: ExtractMode,
+    /// The model folder.
+    pub model_dir: PathBuf,
+    /// The encoder executable.
+    pub encoder_bin: PathBuf,
+    /// The output root.
+    pub root: PathBuf,
+    /// Where shards go.
+    pub shard_dir: PathBuf,
+    /// Where the manifest goes.
+    pub manifest_path: PathBuf,
+    /// Where the run summary goes.
+    pub run_path: PathBuf,
+    /// When the run started (RFC 3339).
+    pub created_at: String,
+    /// The run id.
+    pub run_id: String,
+}
+
+/// A name made safe for one path component, as the original tool does: `/` becomes `__`.
+pub fn component(name: &str) -> String {
+    name.replace('/', "__")
+}
+
+fn looks_like_hub_id(s: &str) -> bool {
+    !s.starts_with(['.', '/', '~']) && s.matches('/').count() == 1
+}
+
+/// Checks that `dir` is a usable model folder and returns the name used in output paths.
+pub fn check_model(model: &str, onnx_file: &str) -> Result<(PathBuf, String)> {
+    let dir = Path::new(model);
+    if !dir.is_dir() {
+        if looks_like_hub_id(model) && !dir.exists() {
+            return Err(bad_input!(
+                "model `{model}` is not a local folder, and fetching models from the Hugging Face Hub is not supported yet; pass --model with a local sentence-transformers folder"
+            ));
+        }
+        return Err(bad_input!("model folder {model} does not exist"));
+    }
+    let onnx = dir.join(onnx_file);
+    let fallback = dir.join("model.onnx");
+    let found = onnx.is_file() || (onnx_file == "onnx/model.onnx" && fallback.is_file());
+    if !found {
+        return Err(bad_input!(
+            "model folder {model} has no {onnx_file}; export one with `optimum-cli export onnx --model <model> <folder>`"
+        ));
+    }
+    if !dir.join("tokenizer.json").is_file() {
+        return Err(bad_input!("model folder {model} has no tokenizer.json"));
+    }
+    let abs = dir.canonicalize()?;
+    let name = abs
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "model".into());
+    Ok((abs, name))
+}
+
+fn encoder_bin(given: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = given {
+        return if p.is_file() {
+            Ok(p.to_path_buf())
+        } else {
+            Err(bad_input!(
+                "encoder executable {} does not exist",
+                p.display()
+            ))
+        };
+    }
+    let exe = std::env::current_exe()?;
+    let sibling = exe.with_file_name(format!("chatspace-encoder{}", std::env::consts::EXE_SUFFIX));
+    if sibling.is_file() {
+        Ok(sibling)
+    } else {
+        Err(bad_input!(
+            "chatspace-encoder not found next to {} (build it with `cargo build --release`)",
+            exe.display()
+        ))
+    }
+}
+
+/// Creates `dir` (and parents) or says which output folder cannot be written.
+fn make_dir(dir: &Path, root: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| bad_input!("output root {} cannot be written: {e}", root.display()))
+}
+
+/// Removes what an earlier run left in the output folders (with `--overwrite`), or refuses.
+fn clear_previous(shard_dir: &Path, manifest: &Path, overwrite: bool) -> Result<()> {
+    let mut old: Vec<PathBuf> = std::fs::read_dir(shard_dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with("shard-") && (n.ends_with(".parquet") || n.ends_with(".parquet.tmp"))
+            })
+        })
+        .collect();
+    if manifest.exists() {
+        old.push(manifest.to_path_buf());
+    }
+    if old.is_empty() {
+        return Ok(());
+    }
+    if !overwrite {
+        return Err(bad_input!(
+            "output folder {} already holds shards of an earlier run; pass --overwrite to replace them",
+            shard_dir.display()
+        ));
+    }
+    for p in old {
+        std::fs::remove_file(&p).map_err(|e| bad_input!("cannot remove {}: {e}", p.display()))?;
+    }
+    Ok(())
+}
+
+impl RunPlan {
+    /// Checks everything the flags name and prepares the output folders.
+    pub fn resolve(args: EmbedArgs) -> Result<RunPlan> {
+        let extract = args.extract_mode();
+        let dataset = dataset::resolve(&args.dataset, args.subset.as_deref(), &args.split)?;
+        let text_column = extract::check_field(&dataset.schema, &args.text_field, extract)?;
+        let (model_dir, model_name) = check_model(&args.model, &args.onnx_file)?;
+        let encoder_bin = encoder_bin(args.encoder_bin.as_deref())?;
+
+        let root = args.output_root.clone();
+        if root.exists() && !root.is_dir() {
+            return Err(bad_input!(
+                "output root {} cannot be written: it is not a folder",
+                root.display()
+            ));
+        }
+        let model_c = component(&model_name);
+        let split_c = component(&args.split);
+        let shard_dir = root
+            .join("embeddings")
+            .join(&model_c)
+            .join(&dataset.name)
+            .join(&split_c);
+        let index_dir = root.join("indexes").join(&model_c).join(&dataset.name);
+        make_dir(&shard_dir, &root)?;
+        make_dir(&index_dir, &root)?;
+        let manifest_path = index_dir.join(format!("manifest-{split_c}.json"));
+        let run_path = index_dir.join(format!("run-{split_c}.json"));
+        clear_previous(&shard_dir, &manifest_path, args.overwrite)?;
+
+        let created_at = manifest::now_rfc3339();
+        let run_id = args
+            .run_id
+            .clone()
+            .unwrap_or_else(|| manifest::run_id_from(&created_at));
+        Ok(RunPlan {
+            args,
+            dataset,
+            text_column,
+            extract,
+            model_dir,
+            encoder_bin,
+            root,
+            shard_dir,
+            manifest_path,
+            run_path,
+            created_at,
+            run_id,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hub_ids_get_a_hint() {
+        let err =
+            check_model("sentence-transformers/all-MiniLM-L6-v2", "onnx/model.onnx").unwrap_err();
+        assert!(err.to_string().contains("not a local folder"), "{err}");
+    }
+
+    #[test]
+    fn model_without_onnx_or_tokenizer_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().to_str().unwrap();
+        let err = check_model(d, "onnx/model.onnx").unwrap_err();
+        assert!(err.to_string().contains("has no onnx/model.onnx"), "{err}");
+        std::fs::create_dir(dir.path().join("onnx")).unwrap();
+        std::fs::write(dir.path().join("onnx/model.onnx"), b"x").unwrap();
+        let err = check_model(d, "onnx/model.onnx").unwrap_err();
+        assert!(err.to_string().ends_with("has no tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn names_become_one_component() {
+        assert_eq!(component("org/name"), "org__name");
+    }
+}

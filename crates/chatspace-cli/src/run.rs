@@ -1,0 +1,503 @@
+//! One embedding run: a reader thread turns dataset rows into jobs, the encoder pool embeds
+//! them, and a writer thread puts results back in input order and writes shards and manifest.
+//!
+//! Memory stays bounded: the job queue holds at most two jobs per encoder, each encoder has at
+//! most [`pool::JOBS_IN_FLIGHT`] outstanding, and the writer's reorder buffer only holds jobs that
+//! finished ahead of an older one still in flight.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow};
+use arrow::array::{
+    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use tokio::sync::mpsc;
+
+use crate::dataset;
+use crate::extract::{self, SkipReasons};
+use crate::manifest::{self, Manifest, RunSummary, Status, Tool};
+use crate::plan::RunPlan;
+use crate::pool::{Done, Job, Pool, PoolConfig};
+use crate::shard::ShardWriter;
+
+/// Columns chatspace adds to every shard row (input columns of the same name are renamed).
+pub const ADDED_COLUMNS: [&str; 6] = [
+    "text",
+    "embedding",
+    "model",
+    "run_id",
+    "created_at",
+    "row_index",
+];
+
+/// Rows per job, as a multiple of the batch size: encoders sort a job's texts by length before
+/// cutting batches, so larger jobs mean less padding.
+const JOB_BATCHES: u32 = 8;
+
+/// Input rows that travel with a job, to be written next to their embeddings.
+#[derive(Debug)]
+pub struct Rows {
+    /// The input rows that have a text (all input columns).
+    batch: RecordBatch,
+    /// Their positions in the input stream.
+    row_index: Vec<i64>,
+}
+
+/// What the reader counted.
+#[derive(Debug, Default)]
+struct ReadStats {
+    rows_read: u64,
+    skipped: SkipReasons,
+}
+
+/// The result of a run, for the summary line.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The run summary as written.
+    pub summary: RunSummary,
+    /// Where the manifest is.
+    pub manifest_path: std::path::PathBuf,
+}
+
+fn output_schema(input: &Schema, dim: u32) -> SchemaRef {
+    let mut fields: Vec<Field> = input
+        .fields()
+        .iter()
+        .map(|f| extract::output_field(f, &ADDED_COLUMNS))
+        .collect();
+    fields.push(Field::new("text", DataType::Utf8, false));
+    fields.push(Field::new(
+        "embedding",
+        DataType::FixedSizeList(
+            Arc::new(Field::new("item", DataType::Float32, false)),
+            dim as i32,
+        ),
+        false,
+    ));
+    fields.push(Field::new("model", DataType::Utf8, false));
+    fields.push(Field::new("run_id", DataType::Utf8, false));
+    fields.push(Field::new("created_at", DataType::Utf8, false));
+    fields.push(Field::new("row_index", DataType::Int64, false));
+    Arc::new(Schema::new(fields))
+}
+
+fn progress_bar(plan: &RunPlan) -> ProgressBar {
+    if plan.args.no_progress || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let total = match (plan.dataset.rows(), plan.args.max_rows) {
+        (Some(n), Some(m)) => Some(n.min(m)),
+        (Some(n), None) => Some(n),
+        (None, m) => m,
+    };
+    let bar = match total {
+        Some(n) => ProgressBar::new(n).with_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:30}] {human_pos}/{human_len} rows  {per_sec}  ETA {eta}",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        ),
+        None => ProgressBar::new_spinner().with_style(
+            ProgressStyle::with_template("{spinner} {elapsed_precise} {human_pos} rows  {per_sec}")
+                .expect("valid template"),
+        ),
+    };
+    bar.set_draw_target(ProgressDrawTarget::stderr_with_hz(4));
+    bar.enable_steady_tick(Duration::from_millis(250));
+    bar
+}
+
+/// Reads the dataset into jobs of at most `job_rows` texts each.
+fn read_jobs(
+    plan: &RunPlan,
+    job_rows: usize,
+    jobs: mpsc::Sender<Job<Rows>>,
+    progress: ProgressBar,
+) -> Result<ReadStats> {
+    let mut stats = ReadStats::default();
+    let mut next_id = 0u64;
+    let max_rows = plan.args.max_rows.unwrap_or(u64::MAX);
+    dataset::read_batches(&plan.dataset, |batch| {
+        let left = max_rows - stats.rows_read;
+        let batch = if (batch.num_rows() as u64) > left {
+            batch.slice(0, left as usize)
+        } else {
+            batch
+        };
+        let base = stats.rows_read as i64;
+        stats.rows_read += batch.num_rows() as u64;
+        let ex = extract::extract(&batch, plan.text_column, plan.extract);
+        let skipped: u64 = ex.skipped.values().sum();
+        for (why, n) in ex.skipped {
+            *stats.skipped.entry(why).or_default() += n;
+        }
+        progress.inc(skipped);
+        let mut texts = ex.texts.into_iter();
+        for keep in ex.keep.chunks(job_rows) {
+            let idx = UInt32Array::from(keep.to_vec());
+            let rows = arrow::compute::take_record_batch(&batch, &idx)?;
+            let job = Job {
+                id: next_id,
+                texts: texts.by_ref().take(keep.len()).collect(),
+                payload: Rows {
+                    batch: rows,
+                    row_index: keep.iter().map(|&k| base + k as i64).collect(),
+                },
+            };
+            next_id += 1;
+            if jobs.blocking_send(job).is_err() {
+                // The pool stopped (it reports why); stop reading.
+                return Ok(false);
+            }
+        }
+        Ok(stats.rows_read < max_rows)
+    })?;
+    Ok(stats)
+}
+
+/// The writer's state: reorders results and writes shards and manifest.
+struct Writer {
+    shards: ShardWriter,
+    manifest: Manifest,
+    manifest_path: std::path::PathBuf,
+    schema: SchemaRef,
+    model: String,
+    run_id: String,
+    created_at: String,
+    dim: usize,
+    tokens: u64,
+    padded_tokens: u64,
+    progress: ProgressBar,
+    first_row_at: Option<Instant>,
+    rows_read: u64,
+}
+
+impl Writer {
+    fn write(&mut self, done: Done<Rows>) -> Result<()> {
+        let Done {
+            job,
+            vectors,
+            tokens,
+            padded_tokens,
+            truncated,
+        } = done;
+        let n = job.texts.len();
+        if vectors.len() != n * self.dim {
+            return Err(anyhow!(
+                "encoder returned {} values for {n} texts of dimension {}",
+                vectors.len(),
+                self.dim
+            ));
+        }
+        self.first_row_at.get_or_insert_with(Instant::now);
+        let norms: Vec<f32> = vectors
+            .chunks_exact(self.dim)
+            .map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt())
+            .collect();
+        let Rows { batch, row_index } = job.payload;
+        let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        columns.push(Arc::new(StringArray::from(job.texts)));
+        columns.push(Arc::new(FixedSizeListArray::try_new(
+            item,
+            self.dim as i32,
+            Arc::new(Float32Array::from(vectors)),
+            None,
+        )?));
+        columns.push(Arc::new(StringArray::from(vec![self.model.as_str(); n])));
+        columns.push(Arc::new(StringArray::from(vec![self.run_id.as_str(); n])));
+        columns.push(Arc::new(StringArray::from(vec![
+            self.created_at.as_str();
+            n
+        ])));
+        columns.push(Arc::new(Int64Array::from(row_index.clone())));
+        let out = RecordBatch::try_new(self.schema.clone(), columns)?;
+
+        let closed = self.shards.write(&out, &row_index, &norms)?;
+        let m = &mut self.manifest;
+        m.rows_total += n as u64;
+        m.rows_truncated += truncated as u64;
+        self.tokens += tokens;
+        self.padded_tokens += padded_tokens;
+        self.progress.inc(n as u64);
+        if !closed.is_empty() {
+            self.record(closed)?;
+        }
+        Ok(())
+    }
+
+    fn record(&mut self, closed: Vec<crate::shard::ShardRecord>) -> Result<()> {
+        let m = &mut self.manifest;
+        for s in closed {
+            m.min_norm = Some(m.min_norm.map_or(s.min_norm, |x| x.min(s.min_norm)));
+            m.max_norm = Some(m.max_norm.map_or(s.max_norm, |x| x.max(s.max_norm)));
+            m.shards.push(s);
+        }
+        manifest::write_json_atomic(&self.manifest_path, m)
+    }
+
+    /// Writes results as they arrive, in job order, until the pool is done.
+    fn run(&mut self, mut done: mpsc::Receiver<Done<Rows>>) -> Result<()> {
+        let mut pending: BTreeMap<u64, Done<Rows>> = BTreeMap::new();
+        let mut next = 0u64;
+        while let Some(d) = done.blocking_recv() {
+            pending.insert(d.job.id, d);
+            while let Some(d) = pending.remove(&next) {
+                self.write(d)?;
+                next += 1;
+            }
+        }
+        if !pending.is_empty() {
+            // Jobs after a missing one cannot be written in order; the pool reports why.
+            tracing::debug!(held = pending.len(), "results left unwritten");
+        }
+        Ok(())
+    }
+}
+
+/// The run was stopped by a signal.
+#[derive(Debug, thiserror::Error)]
+#[error("interrupted by {0}; complete shards are kept and listed in the manifest")]
+pub struct Interrupted(&'static str);
+
+/// Resolves on the first SIGINT or SIGTERM, with the signal's name.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut int), Ok(mut term)) = (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) else {
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = int.recv() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+/// Runs `plan` to the end.
+pub async fn execute(plan: RunPlan) -> Result<Outcome> {
+    let started = Instant::now();
+    let args = plan.args.clone();
+    let cfg = PoolConfig {
+        encoder_bin: plan.encoder_bin.clone(),
+        encoders: args.encoders,
+        model_dir: plan.model_dir.clone(),
+        onnx_file: args.onnx_file.clone(),
+        ort_lib: args.ort_lib.clone(),
+        threads: args.threads,
+        batch_size: args.batch_size,
+        startup_timeout: Duration::from_secs(300),
+    };
+    let pool = Pool::start(&cfg).await?;
+    let info = pool.info.clone();
+    tracing::info!(?info, "encoders ready");
+
+    let plan = Arc::new(plan);
+    let schema = output_schema(&plan.dataset.schema, info.dim);
+    let manifest = Manifest {
+        dataset: plan.args.dataset.clone(),
+        subset: plan.args.subset.clone(),
+        split: plan.args.split.clone(),
+        model: plan.args.model.clone(),
+        source: "local".into(),
+        status: Status::Running,
+        rows_total: 0,
+        rows_skipped: 0,
+        skipped_reasons: BTreeMap::new(),
+        rows_truncated: 0,
+        embedding_dim: info.dim,
+        rows_per_shard: plan.args.rows_per_shard,
+        shards: Vec::new(),
+        created_at: plan.created_at.clone(),
+        run_id: plan.run_id.clone(),
+        min_norm: None,
+        max_norm: None,
+        preprocessing: match plan.extract {
+            crate::args::ExtractMode::FirstAssistant => Some(format!(
+                "Extracted first assistant response from '{}' field; skipped rows without assistant responses",
+                plan.args.text_field
+            )),
+            crate::args::ExtractMode::None => None,
+        },
+        model_info: serde_json::to_value(&info)?,
+        run_config: run_config(&plan)?,
+        tool: Tool::current(),
+    };
+    manifest::write_json_atomic(&plan.manifest_path, &manifest)?;
+
+    let progress = progress_bar(&plan);
+    let job_rows = (args.batch_size * JOB_BATCHES) as usize;
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(2 * args.encoders as usize);
+    let (done_tx, done_rx) = mpsc::channel::<Done<Rows>>(2 * args.encoders as usize);
+
+    let reader = {
+        let plan = plan.clone();
+        let progress = progress.clone();
+        std::thread::Builder::new()
+            .name("reader".into())
+            .spawn(move || read_jobs(&plan, job_rows, jobs_tx, progress))?
+    };
+    let mut writer = Writer {
+        shards: ShardWriter::new(
+            &plan.root,
+            &plan.shard_dir,
+            schema.clone(),
+            plan.args.rows_per_shard,
+            info.dim,
+        ),
+        manifest,
+        manifest_path: plan.manifest_path.clone(),
+        schema,
+        model: plan.args.model.clone(),
+        run_id: plan.run_id.clone(),
+        created_at: plan.created_at.clone(),
+        dim: info.dim as usize,
+        tokens: 0,
+        padded_tokens: 0,
+        progress: progress.clone(),
+        first_row_at: None,
+        rows_read: 0,
+    };
+    let writer_thread = std::thread::Builder::new()
+        .name("writer".into())
+        .spawn(move || {
+            let res = writer.run(done_rx);
+            (writer, res)
+        })?;
+
+    // A signal stops the run at once: the pool (and with it every encoder) is dropped, complete
+    // shards stay, the open one is removed, and the manifest says `interrupted`.
+    let pool_res = tokio::select! {
+        res = pool.run(jobs_rx, done_tx) => res,
+        sig = shutdown_signal() => Err(anyhow::Error::new(Interrupted(sig))),
+    };
+    let read_res = reader
+        .join()
+        .map_err(|_| anyhow!("reader thread panicked"))?;
+    let (mut writer, write_res) = writer_thread
+        .join()
+        .map_err(|_| anyhow!("writer thread panicked"))?;
+    progress.finish_and_clear();
+
+    let failure = match (read_res, pool_res, write_res) {
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e),
+        (Ok(stats), Ok(()), Ok(())) => {
+            let m = &mut writer.manifest;
+            m.rows_skipped = stats.skipped.values().sum();
+            m.skipped_reasons = stats
+                .skipped
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect();
+            writer.shards_done(stats.rows_read).err()
+        }
+    };
+    if let Some(err) = failure {
+        writer.shards.abandon();
+        // Only rows in complete shards count: the open shard was removed.
+        writer.manifest.rows_total = writer.manifest.shards.iter().map(|s| s.rows).sum();
+        writer.manifest.status = if err.downcast_ref::<Interrupted>().is_some() {
+            Status::Interrupted
+        } else {
+            Status::Failed
+        };
+        // Keep the manifest true to the shards that are complete.
+        manifest::write_json_atomic(&plan.manifest_path, &writer.manifest)
+            .context("while recording the failed run")?;
+        return Err(err);
+    }
+    let summary = writer.summary(&plan, started, args.encoders);
+    manifest::write_json_atomic(&plan.run_path, &summary)?;
+    Ok(Outcome {
+        summary,
+        manifest_path: plan.manifest_path.clone(),
+    })
+}
+
+impl Writer {
+    /// Closes the last shard and marks the manifest complete.
+    fn shards_done(&mut self, rows_read: u64) -> Result<()> {
+        let last: Vec<_> = self.shards.close()?.into_iter().collect();
+        self.manifest.status = Status::Complete;
+        self.record(last)?;
+        self.rows_read = rows_read;
+        Ok(())
+    }
+
+    fn summary(&self, plan: &RunPlan, started: Instant, encoders: u32) -> RunSummary {
+        let m = &self.manifest;
+        let secs = started.elapsed().as_secs_f64();
+        RunSummary {
+            dataset: m.dataset.clone(),
+            subset: m.subset.clone(),
+            split: m.split.clone(),
+            model: m.model.clone(),
+            created_at: m.created_at.clone(),
+            finished_at: manifest::now_rfc3339(),
+            run_id: m.run_id.clone(),
+            status: m.status,
+            duration_seconds: secs,
+            rows_per_second: m.rows_total as f64 / secs.max(1e-9),
+            rows_read: self.rows_read,
+            rows_total: m.rows_total,
+            rows_skipped: m.rows_skipped,
+            rows_truncated: m.rows_truncated,
+            tokens: self.tokens,
+            padded_tokens: self.padded_tokens,
+            seconds_to_first_row: self
+                .first_row_at
+                .map(|t| t.saturating_duration_since(started).as_secs_f64()),
+            padding_ratio: if self.padded_tokens == 0 {
+                0.0
+            } else {
+                1.0 - self.tokens as f64 / self.padded_tokens as f64
+            },
+            num_shards: m.shards.len() as u64,
+            embedding_dim: m.embedding_dim,
+            encoders,
+            manifest_path: plan.manifest_path.display().to_string(),
+            min_norm: m.min_norm,
+            max_norm: m.max_norm,
+            tool_version: Tool::current().version,
+        }
+    }
+}
+
+fn run_config(plan: &RunPlan) -> Result<serde_json::Value> {
+    let mut cfg = serde_json::to_value(&plan.args)?;
+    let extra: HashMap<&str, serde_json::Value> = HashMap::from([
+        ("model_dir", serde_json::json!(plan.model_dir)),
+        (
+            "dataset_files",
+            serde_json::json!(
+                plan.dataset
+                    .files
+                    .iter()
+                    .map(|f| &f.path)
+                    .collect::<Vec<_>>()
+            ),
+        ),
+        ("extract", serde_json::to_value(plan.extract)?),
+    ]);
+    if let Some(obj) = cfg.as_object_mut() {
+        for (k, v) in extra {
+            obj.insert(k.to_string(), v);
+        }
+    }
+    Ok(cfg)
+}

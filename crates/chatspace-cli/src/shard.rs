@@ -1,0 +1,283 @@
+//! Parquet shards: rows go in, in order; every `rows_per_shard` rows a shard is closed, synced
+//! and renamed from `shard-NNNNN.parquet.tmp` to its final name, so a file under a final name is
+//! always complete. Each closed shard is described by a [`ShardRecord`] for the manifest.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use arrow::array::RecordBatch;
+use arrow::datatypes::SchemaRef;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::Compression;
+use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// What the manifest records of one finished shard.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShardRecord {
+    /// Position of the shard in the run, from 0.
+    pub shard_index: u64,
+    /// Path relative to the output root.
+    pub path: String,
+    /// Rows in the shard.
+    pub rows: u64,
+    /// File size in bytes.
+    pub bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// `row_index` of the first row.
+    pub first_row_index: i64,
+    /// `row_index` of the last row.
+    pub last_row_index: i64,
+    /// Embedding dimension.
+    pub embedding_dim: u32,
+    /// Smallest L2 norm of an embedding in the shard.
+    pub min_norm: f32,
+    /// Largest L2 norm of an embedding in the shard.
+    pub max_norm: f32,
+    /// When the shard was closed (RFC 3339, UTC).
+    pub created_at: String,
+}
+
+/// A file writer that hashes and counts what passes through it.
+struct HashingFile {
+    inner: BufWriter<File>,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl Write for HashingFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+struct OpenShard {
+    index: u64,
+    tmp: PathBuf,
+    writer: ArrowWriter<HashingFile>,
+    rows: u64,
+    first_row: i64,
+    last_row: i64,
+    min_norm: f32,
+    max_norm: f32,
+}
+
+/// Writes a run's rows into consecutive shards of one folder.
+pub struct ShardWriter {
+    root: PathBuf,
+    dir: PathBuf,
+    schema: SchemaRef,
+    rows_per_shard: u64,
+    dim: u32,
+    next_index: u64,
+    open: Option<OpenShard>,
+}
+
+/// The file name of shard `index`.
+pub fn shard_file_name(index: u64) -> String {
+    format!("shard-{index:05}.parquet")
+}
+
+impl ShardWriter {
+    /// A writer of shards into `dir` (under the output `root`) with the given row schema.
+    pub fn new(root: &Path, dir: &Path, schema: SchemaRef, rows_per_shard: u64, dim: u32) -> Self {
+        Self {
+            root: root.to_path_buf(),
+            dir: dir.to_path_buf(),
+            schema,
+            rows_per_shard,
+            dim,
+            next_index: 0,
+            open: None,
+        }
+    }
+
+    fn properties(&self) -> WriterProperties {
+        // Embeddings do not repeat: dictionary encoding only costs time there.
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_column_dictionary_enabled(
+                ColumnPath::new(vec!["embedding".into(), "list".into(), "element".into()]),
+                false,
+            )
+            .build()
+    }
+
+    fn open_shard(&mut self, first_row: i64) -> Result<&mut OpenShard> {
+        let index = self.next_index;
+        let tmp = self.dir.join(format!("{}.tmp", shard_file_name(index)));
+        let file = File::create(&tmp)
+            .with_context(|| format!("cannot create shard file {}", tmp.display()))?;
+        let sink = HashingFile {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hash: Sha256::new(),
+            bytes: 0,
+        };
+        let writer = ArrowWriter::try_new(sink, self.schema.clone(), Some(self.properties()))?;
+        self.next_index += 1;
+        Ok(self.open.insert(OpenShard {
+            index,
+            tmp,
+            writer,
+            rows: 0,
+            first_row,
+            last_row: first_row,
+            min_norm: f32::INFINITY,
+            max_norm: f32::NEG_INFINITY,
+        }))
+    }
+
+    /// Appends `batch` (whose rows have the given `row_index` values and embedding `norms`),
+    /// closing shards as they fill up. Returns the shards closed by this call.
+    pub fn write(
+        &mut self,
+        batch: &RecordBatch,
+        row_index: &[i64],
+        norms: &[f32],
+    ) -> Result<Vec<ShardRecord>> {
+        let mut closed = Vec::new();
+        let mut start = 0usize;
+        while start < batch.num_rows() {
+            let rows_per_shard = self.rows_per_shard;
+            let shard = match self.open.as_mut() {
+                Some(s) => s,
+                None => self.open_shard(row_index[start])?,
+            };
+            let room = (rows_per_shard - shard.rows) as usize;
+            let take = room.min(batch.num_rows() - start);
+            shard.writer.write(&batch.slice(start, take))?;
+            for &n in &norms[start..start + take] {
+                shard.min_norm = shard.min_norm.min(n);
+                shard.max_norm = shard.max_norm.max(n);
+            }
+            shard.rows += take as u64;
+            shard.last_row = row_index[start + take - 1];
+            start += take;
+            if shard.rows == rows_per_shard {
+                closed.push(self.close()?.expect("a shard is open"));
+            }
+        }
+        Ok(closed)
+    }
+
+    /// Closes the open shard, if any: footer, fsync, rename to the final name.
+    pub fn close(&mut self) -> Result<Option<ShardRecord>> {
+        let Some(shard) = self.open.take() else {
+            return Ok(None);
+        };
+        let mut sink = shard.writer.into_inner()?;
+        sink.flush()?;
+        let file = sink
+            .inner
+            .into_inner()
+            .map_err(|e| e.into_error())
+            .context("cannot flush shard")?;
+        file.sync_all()
+            .with_context(|| format!("cannot sync {}", shard.tmp.display()))?;
+        drop(file);
+        let name = shard_file_name(shard.index);
+        let final_path = self.dir.join(&name);
+        std::fs::rename(&shard.tmp, &final_path)
+            .with_context(|| format!("cannot rename {}", shard.tmp.display()))?;
+        sync_dir(&self.dir);
+        let rel = final_path
+            .strip_prefix(&self.root)
+            .unwrap_or(&final_path)
+            .to_string_lossy()
+            .into_owned();
+        Ok(Some(ShardRecord {
+            shard_index: shard.index,
+            path: rel,
+            rows: shard.rows,
+            bytes: sink.bytes,
+            sha256: hex(&sink.hash.finalize()),
+            first_row_index: shard.first_row,
+            last_row_index: shard.last_row,
+            embedding_dim: self.dim,
+            min_norm: shard.min_norm,
+            max_norm: shard.max_norm,
+            created_at: crate::manifest::now_rfc3339(),
+        }))
+    }
+
+    /// Removes the open shard's temporary file without finishing it.
+    pub fn abandon(&mut self) {
+        if let Some(shard) = self.open.take() {
+            drop(shard.writer);
+            let _ = std::fs::remove_file(&shard.tmp);
+        }
+    }
+}
+
+/// Syncs a folder so that a rename in it is durable (best effort).
+pub fn sync_dir(dir: &Path) {
+    if let Ok(d) = File::open(dir) {
+        let _ = d.sync_all();
+    }
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn rows_split_at_shard_boundaries_and_hashes_match() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "row_index",
+            DataType::Int64,
+            false,
+        )]));
+        let mut w = ShardWriter::new(dir.path(), dir.path(), schema.clone(), 4, 1);
+        let mut closed = Vec::new();
+        for chunk in [0..3i64, 3..9, 9..10] {
+            let idx: Vec<i64> = chunk.collect();
+            let batch = RecordBatch::try_new(
+                schema.clone(),
+                vec![Arc::new(Int64Array::from(idx.clone()))],
+            )
+            .unwrap();
+            let norms = vec![1.0; idx.len()];
+            closed.extend(w.write(&batch, &idx, &norms).unwrap());
+        }
+        closed.extend(w.close().unwrap());
+        let ranges: Vec<(i64, i64, u64)> = closed
+            .iter()
+            .map(|s| (s.first_row_index, s.last_row_index, s.rows))
+            .collect();
+        assert_eq!(ranges, vec![(0, 3, 4), (4, 7, 4), (8, 9, 2)]);
+        for s in &closed {
+            let bytes = std::fs::read(dir.path().join(&s.path)).unwrap();
+            assert_eq!(bytes.len() as u64, s.bytes);
+            assert_eq!(hex(&Sha256::digest(&bytes)), s.sha256);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            .collect();
+        assert!(leftovers.is_empty());
+    }
+}

@@ -1,0 +1,237 @@
+//! The encoder's one error type. Messages are lowercase and never repeat their cause: the cause
+//! sits in `#[source]`, and [`one_line`] (or `main`'s `{:#}`) prints the whole chain.
+
+use std::error::Error as StdError;
+use std::io;
+use std::path::PathBuf;
+
+use chatspace_proto::exit;
+
+/// Everything that can stop the encoder or fail one unit of work.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No ONNX Runtime library at any of the places looked at.
+    #[error(
+        "ONNX Runtime library not found (tried: {tried}); run scripts/setup.sh to fetch it, \
+         or pass --ort-lib PATH"
+    )]
+    RuntimeNotFound {
+        /// The places looked at, already joined for display.
+        tried: String,
+    },
+    /// The library exists but could not be loaded (not a library, or too old).
+    #[error("could not load ONNX Runtime from {path}")]
+    RuntimeLoad {
+        /// The library file.
+        path: PathBuf,
+        /// What `ort` said (it names the version it found when that is the problem).
+        #[source]
+        source: ort::LoadDynamicError,
+    },
+    /// ONNX Runtime refused to create its environment or session options.
+    #[error("could not set up ONNX Runtime")]
+    RuntimeSetup(#[source] ort::Error),
+    /// The model folder does not exist or is not a folder.
+    #[error("model folder {0} does not exist")]
+    ModelDirMissing(PathBuf),
+    /// A file the model folder must have is absent.
+    #[error("model folder {dir} has no {file}")]
+    ModelFileMissing {
+        /// The model folder.
+        dir: PathBuf,
+        /// The missing file, relative to the folder.
+        file: String,
+    },
+    /// A configuration file exists but could not be read.
+    #[error("could not read {path}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// A configuration file is not the JSON we expect.
+    #[error("could not parse {path}")]
+    ParseConfig {
+        /// The file.
+        path: PathBuf,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A configuration file is valid JSON but asks for something unsupported or inconsistent.
+    #[error("{path}: {reason}")]
+    BadConfig {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `tokenizer.json` could not be loaded or configured.
+    #[error("could not load tokenizer {path}")]
+    Tokenizer {
+        /// The file.
+        path: PathBuf,
+        /// What the tokenizers library said.
+        #[source]
+        source: tokenizers::Error,
+    },
+    /// ONNX Runtime could not load the model file.
+    #[error("could not load ONNX model {path}")]
+    LoadModel {
+        /// The `.onnx` file.
+        path: PathBuf,
+        /// What ONNX Runtime said.
+        #[source]
+        source: ort::Error,
+    },
+    /// The model's inputs or outputs are not ones the encoder knows how to feed or read.
+    #[error("ONNX model {path}: {reason}")]
+    UnsupportedModel {
+        /// The `.onnx` file.
+        path: PathBuf,
+        /// Which input or output, and why.
+        reason: String,
+    },
+    /// Tokenizing a text failed.
+    #[error("tokenization failed")]
+    Tokenize(#[source] tokenizers::Error),
+    /// Running the model failed.
+    #[error("inference failed")]
+    Inference(#[source] ort::Error),
+    /// The model produced a tensor of an unexpected shape.
+    #[error("model output {name} has shape {shape:?}, expected {expected}")]
+    OutputShape {
+        /// The output's name.
+        name: String,
+        /// The shape it had.
+        shape: Vec<i64>,
+        /// What was expected, in words.
+        expected: String,
+    },
+    /// The supervisor's socket could not be reached.
+    #[error("could not connect to supervisor socket {path}")]
+    Connect {
+        /// The socket path.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// `CHATSPACE_SECRET` is not set.
+    #[error("CHATSPACE_SECRET is not set; serve is meant to be started by chatspace")]
+    NoSecret,
+    /// The supervisor rejected the handshake.
+    #[error("supervisor rejected this encoder: {0}")]
+    Rejected(String),
+    /// The supervisor sent something that breaks the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Reading or writing a frame failed.
+    #[error("supervisor connection failed")]
+    Wire(#[source] chatspace_proto::ProtoError),
+    /// A line of `embed`'s input is not `{"text": "..."}`.
+    #[error("stdin line {line}: expected a JSON object with a \"text\" string")]
+    BadLine {
+        /// 1-based line number.
+        line: usize,
+        /// The JSON error.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Reading stdin or writing stdout failed.
+    #[error("{what} failed")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl Error {
+    /// The process exit code this error ends the encoder with (see [`chatspace_proto::exit`]).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::RuntimeNotFound { .. } | Error::RuntimeLoad { .. } | Error::RuntimeSetup(_) => {
+                exit::NO_RUNTIME
+            }
+            Error::ModelDirMissing(_)
+            | Error::ModelFileMissing { .. }
+            | Error::ReadConfig { .. }
+            | Error::ParseConfig { .. }
+            | Error::BadConfig { .. }
+            | Error::Tokenizer { .. }
+            | Error::LoadModel { .. }
+            | Error::UnsupportedModel { .. }
+            | Error::BadLine { .. } => exit::BAD_INPUT,
+            Error::NoSecret | Error::Rejected(_) | Error::Protocol(_) | Error::Wire(_) => {
+                exit::PROTOCOL
+            }
+            Error::Tokenize(_)
+            | Error::Inference(_)
+            | Error::OutputShape { .. }
+            | Error::Connect { .. }
+            | Error::Io { .. } => exit::FAILURE,
+        }
+    }
+}
+
+/// Shorthand for results of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The error and all its causes on one line, `outer: inner: innermost`, for the wire
+/// (`Fatal`/`Failed` reasons must be one line).
+pub fn one_line(err: &(dyn StdError + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut cur = err.source();
+    while let Some(e) = cur {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        cur = e.source();
+    }
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Whether the error chain says the peer went away (broken pipe / connection reset): not worth
+/// reporting, since nobody is left to read the report.
+pub fn is_peer_gone(err: &(dyn StdError + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            return matches!(
+                io.kind(),
+                io::ErrorKind::BrokenPipe
+                    | io::ErrorKind::ConnectionReset
+                    | io::ErrorKind::ConnectionAborted
+            );
+        }
+        cur = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_line_joins_the_chain_and_flattens_newlines() {
+        let err = Error::Io {
+            what: "reading stdin",
+            source: io::Error::other("first\nsecond"),
+        };
+        assert_eq!(one_line(&err), "reading stdin failed: first second");
+    }
+
+    #[test]
+    fn broken_pipe_anywhere_in_the_chain_is_peer_gone() {
+        let err = Error::Wire(chatspace_proto::ProtoError::Io(io::Error::from(
+            io::ErrorKind::BrokenPipe,
+        )));
+        assert!(is_peer_gone(&err));
+        assert!(!is_peer_gone(&Error::NoSecret));
+    }
+}

@@ -1,0 +1,175 @@
+//! `chatspace-encoder`: one sentence-transformers model on ONNX Runtime (CPU).
+//!
+//! - `serve` is started by the `chatspace` supervisor: it connects to the supervisor's socket,
+//!   proves itself with the secret in `CHATSPACE_SECRET`, loads the model and embeds the units it
+//!   is sent (see [`serve`] and the `chatspace-proto` crate).
+//! - `embed` reads `{"text": ...}` JSON lines on stdin and writes `{"embedding": [...]}` lines on
+//!   stdout (see [`embed`]).
+//!
+//! Vectors match Python sentence-transformers: same tokenization and truncation, pooling and
+//! normalisation read from the model folder (see [`config`]).
+//!
+//! Errors are one line on stderr, `chatspace-encoder: ...`, and an exit code from
+//! [`chatspace_proto::exit`]: 3 for a bad model folder or input line, 4 when ONNX Runtime cannot
+//! be found or loaded, 5 for a failed handshake, 1 otherwise. Logs go to stderr, filtered by
+//! `CHATSPACE_LOG` (or `RUST_LOG`), `warn` by default; stdout carries only `embed`'s output.
+
+mod batching;
+mod config;
+mod embed;
+mod engine;
+mod error;
+mod ir_version;
+mod model;
+mod pooling;
+mod runtime;
+mod serve;
+mod tokenize;
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use chatspace_proto::exit;
+use clap::{Args, Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::ModelOptions;
+use crate::engine::EngineOptions;
+use crate::error::is_peer_gone;
+use crate::serve::ServeOptions;
+
+/// chatspace's encoder: a sentence-transformers model on ONNX Runtime.
+#[derive(Debug, Parser)]
+#[command(name = "chatspace-encoder", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the chatspace supervisor over its local socket (started by `chatspace`; the
+    /// per-run secret comes from the CHATSPACE_SECRET environment variable).
+    Serve {
+        /// The supervisor's socket.
+        #[arg(long, value_name = "PATH")]
+        socket: PathBuf,
+        /// This encoder's slot number, echoed in the handshake.
+        #[arg(long, value_name = "N")]
+        encoder_id: u32,
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+    /// Embed JSON lines `{"text": "..."}` from stdin to `{"embedding": [...]}` lines on stdout.
+    Embed {
+        #[command(flatten)]
+        model: ModelArgs,
+    },
+}
+
+/// Options shared by both subcommands.
+#[derive(Debug, Args)]
+struct ModelArgs {
+    /// A sentence-transformers model folder (with tokenizer.json and an ONNX export).
+    #[arg(long, value_name = "DIR")]
+    model: PathBuf,
+    /// The ONNX file, relative to the model folder [default: onnx/model.onnx, else model.onnx].
+    #[arg(long, value_name = "REL")]
+    onnx_file: Option<PathBuf>,
+    /// The ONNX Runtime library [default: $ORT_DYLIB_PATH, else .onnxruntime/libonnxruntime.so
+    /// found upwards from the executable].
+    #[arg(long, value_name = "PATH")]
+    ort_lib: Option<PathBuf>,
+    /// ONNX Runtime intra-op threads. 1 by default, for running several encoders side by side
+    /// (tokenizing uses one more thread); raise it when one encoder has the machine to itself.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Most texts per inference batch (a unit is cut into batches of similar length).
+    #[arg(long, value_name = "N", default_value_t = 32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
+    /// Token limit per text, overriding the model folder's max_seq_length.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    max_seq_length: Option<u32>,
+}
+
+impl ModelArgs {
+    fn engine_options(self) -> EngineOptions {
+        EngineOptions {
+            model: ModelOptions {
+                model: self.model,
+                onnx_file: self.onnx_file,
+                max_seq_length: self.max_seq_length.map(|n| n as usize),
+            },
+            ort_lib: self.ort_lib,
+            threads: usize::from(self.threads),
+            batch_size: self.batch_size as usize,
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    install_panic_hook();
+    init_logging();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if is_peer_gone(&e) => ExitCode::SUCCESS,
+        Err(e) => {
+            let code = e.exit_code();
+            eprintln!("chatspace-encoder: {:#}", anyhow::Error::from(e));
+            ExitCode::from(code as u8)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), error::Error> {
+    match cli.command {
+        Command::Serve {
+            socket,
+            encoder_id,
+            model,
+        } => serve::serve(&ServeOptions {
+            socket,
+            encoder_id,
+            engine: model.engine_options(),
+        }),
+        Command::Embed { model } => embed::embed(&model.engine_options()),
+    }
+}
+
+/// Logs to stderr, filtered by `CHATSPACE_LOG`, else `RUST_LOG`, else `warn`.
+fn init_logging() {
+    let filter = EnvFilter::try_from_env("CHATSPACE_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .init();
+}
+
+/// A bug must still end in one line and a documented code, not a backtrace; and a panic on the
+/// reader thread must end the process rather than leave the main thread waiting.
+fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        let msg = info
+            .payload()
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| info.payload().downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        let at = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
+        eprintln!(
+            "chatspace-encoder: internal error: {}{at}",
+            msg.split_whitespace().collect::<Vec<_>>().join(" ")
+        );
+        std::process::exit(exit::FAILURE);
+    }));
+}

