@@ -3,5 +3,7 @@
 
 mod bad_input;
 mod embed;
+mod fakehub;
 mod fidelity;
+mod hub;
 mod startup;

@@ -1,6 +1,6 @@
 //! The supervisor starts without ONNX Runtime.
 
-use chatspace_tests::{bin, bin_dir, run_ok};
+use chatspace_tests::{bin, bin_path, run_ok};
 
 #[test]
 fn help_lists_embed_hf_and_its_flags() {
@@ -31,7 +31,7 @@ fn help_lists_embed_hf_and_its_flags() {
 
 #[test]
 fn supervisor_does_not_link_onnx_runtime() {
-    let ldd = run_ok(std::process::Command::new("ldd").arg(bin_dir().join("chatspace")));
+    let ldd = run_ok(std::process::Command::new("ldd").arg(bin_path("chatspace")));
     assert!(
         !ldd.stdout.to_lowercase().contains("onnxruntime"),
         "chatspace links ONNX Runtime:\n{}",

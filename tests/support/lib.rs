@@ -2,6 +2,8 @@
 //! readers (pyarrow, DuckDB) are, and running commands with their output captured.
 #![deny(missing_docs)]
 
+pub mod fakehub;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -35,14 +37,43 @@ pub fn bin_dir() -> PathBuf {
         .to_path_buf()
 }
 
+/// Builds `chatspace` and `chatspace-encoder` once per test run, in this test's profile: cargo
+/// builds a package's binaries only for that package's own integration tests, and these tests
+/// must never run against stale binaries.
+fn build_binaries() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "chatspace-cli",
+            "-p",
+            "chatspace-encoder",
+        ])
+        .arg("--manifest-path")
+        .arg(repo_root().join("Cargo.toml"));
+        if bin_dir().file_name().is_some_and(|n| n == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("cargo runs");
+        assert!(status.success(), "building the binaries failed");
+    });
+}
+
+/// The path of one of the workspace binaries (`chatspace`, `chatspace-encoder`), built.
+pub fn bin_path(name: &str) -> PathBuf {
+    build_binaries();
+    let path = bin_dir().join(name);
+    assert!(path.is_file(), "{} is not built", path.display());
+    path
+}
+
 /// A command for one of the workspace binaries (`chatspace`, `chatspace-encoder`).
 pub fn bin(name: &str) -> Command {
-    let path = bin_dir().join(name);
-    assert!(
-        path.is_file(),
-        "{} is not built; run the tests with `cargo test --workspace`",
-        path.display()
-    );
+    let path = bin_path(name);
     let mut cmd = Command::new(path);
     cmd.env_remove("CHATSPACE_LOG").env_remove("RUST_LOG");
     cmd

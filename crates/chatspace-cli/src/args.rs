@@ -43,10 +43,14 @@ pub enum Device {
 /// Flags of `chatspace embed-hf` (the original tool's, plus chatspace's own).
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct EmbedArgs {
-    /// Dataset: a local .parquet/.jsonl/.json file, a folder of them, or a glob.
+    /// Dataset: a Hugging Face Hub dataset id (org/name), or a local .parquet/.jsonl/.json
+    /// file, a folder of them, or a glob.
     #[arg(long)]
     pub dataset: String,
-    /// Dataset config/subset name (a sub-folder of a local dataset folder).
+    /// Dataset revision on the Hub: a branch, tag or commit (the manifest records the commit).
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Dataset config/subset name (see the README for how files are picked).
     #[arg(long)]
     pub subset: Option<String>,
     /// Dataset split.
@@ -61,9 +65,13 @@ pub struct EmbedArgs {
     /// Same as `--extract first-assistant` (the original tool's flag).
     #[arg(long, conflicts_with = "extract")]
     pub extract_first_assistant: bool,
-    /// Model: a local folder in the sentence-transformers layout with an ONNX export.
+    /// Model: a Hub model id with an ONNX export, or a local folder in the sentence-transformers
+    /// layout.
     #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
     pub model: String,
+    /// Model revision on the Hub: a branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub model_revision: String,
     /// ONNX file inside the model folder.
     #[arg(long, default_value = "onnx/model.onnx")]
     pub onnx_file: String,

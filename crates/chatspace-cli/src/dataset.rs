@@ -1,17 +1,18 @@
-//! Local datasets: which files make up a split, their common schema, and reading them as Arrow
-//! record batches in a fixed order.
+//! Datasets: which files make up the requested split (see [`crate::datafiles`]), their common
+//! schema, and reading them as Arrow record batches in a fixed order while the next files are
+//! fetched (downloaded, for a Hub dataset) in the background.
 //!
-//! `--dataset` may name one file, a folder or a glob. In a folder, `--subset` picks a sub-folder
-//! and `--split` picks the files whose path has a folder named after the split or whose name
-//! starts with `<split>-`, `<split>_` or `<split>.` (so `data/train-00000-of-00002.parquet` and
-//! `train/part-0.parquet` both belong to `train`); a folder with no split names at all is
-//! all `train`. Formats: Parquet, JSON Lines (`.jsonl`, and `.json` holding one object per
-//! line), and `.json` holding one array of objects.
+//! `--dataset` may name one local file, a local folder (laid out like a Hub dataset repo), a
+//! glob, or (see [`crate::hub`]) a Hub dataset id. Formats: Parquet, JSON Lines (`.jsonl`,
+//! `.ndjson`, and `.json` holding one object per line), and `.json` holding one array of objects.
+//! Columns come from the first file; a later Parquet file with other columns is an error naming
+//! it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek};
+use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::mpsc::sync_channel;
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
@@ -21,9 +22,13 @@ use arrow::json::reader::infer_json_schema_from_seekable;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::bad_input;
+use crate::datafiles;
 
 /// Rows per record batch read from a file.
 pub const READ_BATCH_ROWS: usize = 1024;
+
+/// Files fetched ahead of the one being read.
+pub const PREFETCH_FILES: usize = 2;
 
 /// A data file's format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,37 +41,60 @@ pub enum Format {
     JsonArray,
 }
 
-/// One file of the dataset.
-#[derive(Debug, Clone)]
-pub struct DataFile {
-    /// Where it is.
-    pub path: PathBuf,
-    /// How to read it.
-    pub format: Format,
-    /// Row count when known without reading the data (Parquet metadata).
-    pub rows: Option<u64>,
+/// Makes a dataset file available as a local path (a no-op for local files, a cached download
+/// for Hub files).
+pub trait Fetch: Send + Sync {
+    /// The local path of file `name`.
+    fn fetch(&self, name: &str) -> Result<PathBuf>;
 }
 
-/// The files of one split, in reading order, and the schema they share.
-#[derive(Debug, Clone)]
-pub struct Dataset {
-    /// The files, sorted by path.
-    pub files: Vec<DataFile>,
-    /// Their common Arrow schema.
-    pub schema: SchemaRef,
-    /// The name used in output folders: the file or folder stem.
-    pub name: String,
-}
+/// Files that are already local: names are paths.
+pub struct LocalFiles;
 
-impl Dataset {
-    /// Total rows when every file's count is known.
-    pub fn rows(&self) -> Option<u64> {
-        self.files.iter().map(|f| f.rows).sum()
+impl Fetch for LocalFiles {
+    fn fetch(&self, name: &str) -> Result<PathBuf> {
+        Ok(PathBuf::from(name))
     }
 }
 
-fn format_of(path: &Path) -> Option<Format> {
-    let name = path.file_name()?.to_str()?.to_ascii_lowercase();
+/// A local folder laid out like a dataset repo: names are relative to it.
+pub struct FolderFiles(pub PathBuf);
+
+impl Fetch for FolderFiles {
+    fn fetch(&self, name: &str) -> Result<PathBuf> {
+        Ok(self.0.join(name))
+    }
+}
+
+/// The files of one split, in reading order, and the schema they share.
+#[derive(Clone)]
+pub struct Dataset {
+    /// File names, in reading order (paths, or paths relative to a folder or repo).
+    pub files: Vec<String>,
+    /// How to get them.
+    pub fetch: Arc<dyn Fetch>,
+    /// The Arrow schema (of the first file).
+    pub schema: SchemaRef,
+    /// The name used in output folders.
+    pub name: String,
+    /// Total rows, when known before reading.
+    pub rows: Option<u64>,
+    /// Where the files came from, for the manifest (`local`, or the Hub repo and commit).
+    pub source: serde_json::Value,
+}
+
+impl std::fmt::Debug for Dataset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Dataset")
+            .field("files", &self.files)
+            .field("name", &self.name)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+fn format_of(name: &str) -> Option<Format> {
+    let name = name.to_ascii_lowercase();
     if name.ends_with(".parquet") {
         Some(Format::Parquet)
     } else if name.ends_with(".jsonl") || name.ends_with(".ndjson") {
@@ -78,67 +106,13 @@ fn format_of(path: &Path) -> Option<Format> {
     }
 }
 
-fn data_files_under(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-    let entries =
-        std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
-    for entry in entries {
-        let path = entry?.path();
-        let hidden = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
-        if path.is_dir() {
-            data_files_under(&path, out)?;
-        } else if format_of(&path).is_some() {
-            out.push(path);
-        }
-    }
-    Ok(())
-}
-
-/// The split a file belongs to by its path, if its path names one.
-fn split_of(rel: &Path) -> Option<String> {
-    let name = rel.file_name()?.to_str()?;
-    for sep in ['-', '_', '.'] {
-        if let Some((head, _)) = name.split_once(sep)
-            && !head.is_empty()
-            && rel.components().count() >= 1
-            && matches!(
-                head,
-                "train" | "test" | "validation" | "valid" | "dev" | "eval"
-            )
-        {
-            return Some(head.to_string());
-        }
-    }
-    let parent = rel.parent()?.file_name()?.to_str()?;
-    matches!(
-        parent,
-        "train" | "test" | "validation" | "valid" | "dev" | "eval"
-    )
-    .then(|| parent.to_string())
-}
-
-fn belongs_to_split(rel: &Path, split: &str) -> bool {
-    let in_folder = rel
-        .parent()
-        .is_some_and(|p| p.components().any(|c| c.as_os_str() == split));
-    let by_name = rel.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-        n.strip_prefix(split)
-            .is_some_and(|rest| rest.starts_with(['-', '_', '.']))
-    });
-    in_folder || by_name
-}
-
-fn stem(path: &Path) -> String {
+/// The stem of a file or folder name, without a data extension.
+pub fn stem(path: &Path) -> String {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "dataset".into());
-    for ext in [".parquet", ".jsonl", ".ndjson", ".json"] {
+    for ext in datafiles::DATA_EXTENSIONS {
         if let Some(s) = name.strip_suffix(ext) {
             return s.to_string();
         }
@@ -146,79 +120,22 @@ fn stem(path: &Path) -> String {
     name
 }
 
-fn files_in_folder(dir: &Path, subset: Option<&str>, split: &str) -> Result<Vec<PathBuf>> {
-    let base = match subset {
-        None => dir.to_path_buf(),
-        Some(sub) => {
-            let candidates = [dir.join(sub), dir.join("data").join(sub)];
-            match candidates.iter().find(|p| p.is_dir()) {
-                Some(p) => p.clone(),
-                None => {
-                    let mut subsets: Vec<String> = std::fs::read_dir(dir)
-                        .into_iter()
-                        .flatten()
-                        .flatten()
-                        .filter(|e| e.path().is_dir())
-                        .filter_map(|e| e.file_name().to_str().map(str::to_string))
-                        .filter(|n| !n.starts_with('.'))
-                        .collect();
-                    subsets.sort();
-                    return Err(bad_input!(
-                        "dataset {} has no subset `{sub}`; folders there: {}",
-                        dir.display(),
-                        list_or_none(&subsets)
-                    ));
-                }
-            }
-        }
-    };
-    let mut all = Vec::new();
-    data_files_under(&base, &mut all)?;
-    all.sort();
-    if all.is_empty() {
-        return Err(bad_input!(
-            "dataset folder {} holds no .parquet, .jsonl or .json files",
-            base.display()
-        ));
-    }
-    let rel = |p: &PathBuf| p.strip_prefix(&base).unwrap_or(p).to_path_buf();
-    let chosen: Vec<PathBuf> = all
-        .iter()
-        .filter(|p| belongs_to_split(&rel(p), split))
-        .cloned()
-        .collect();
-    if !chosen.is_empty() {
-        return Ok(chosen);
-    }
-    let mut splits: Vec<String> = all.iter().filter_map(|p| split_of(&rel(p))).collect();
-    splits.sort();
-    splits.dedup();
-    if splits.is_empty() && split == "train" {
-        return Ok(all);
-    }
-    if splits.is_empty() {
-        splits.push("train".into());
-    }
-    Err(bad_input!(
-        "dataset {} has no split `{split}`; splits there: {}",
-        base.display(),
-        splits.join(", ")
-    ))
-}
-
-fn list_or_none(items: &[String]) -> String {
-    if items.is_empty() {
-        "none".into()
-    } else {
-        items.join(", ")
-    }
-}
-
 fn open(path: &Path) -> Result<File> {
     File::open(path).map_err(|e| bad_input!("cannot open dataset file {}: {e}", path.display()))
 }
 
-/// Sniffs whether a `.json` file is JSON Lines (first non-blank byte `{`) or an array.
+/// The format of a local file: by extension, and for `.json` by its first non-blank byte.
+fn detect_format(path: &Path) -> Result<Format> {
+    match format_of(&path.to_string_lossy()) {
+        Some(Format::JsonArray) => sniff_json(path),
+        Some(f) => Ok(f),
+        None => Err(bad_input!(
+            "dataset file {} is not .parquet, .jsonl or .json",
+            path.display()
+        )),
+    }
+}
+
 fn sniff_json(path: &Path) -> Result<Format> {
     let mut reader = BufReader::new(open(path)?);
     loop {
@@ -253,9 +170,9 @@ fn read_json_array(path: &Path) -> Result<Vec<serde_json::Value>> {
         .map_err(|e| bad_input!("dataset file {} is not valid JSON: {e}", path.display()))
 }
 
-fn file_schema(file: &DataFile) -> Result<(Schema, Option<u64>)> {
-    let path = &file.path;
-    match file.format {
+/// The schema of a local file and its row count when the file says so cheaply.
+pub fn file_schema(path: &Path) -> Result<(Schema, Option<u64>)> {
+    match detect_format(path)? {
         Format::Parquet => {
             let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
                 .map_err(|e| bad_input!("cannot read Parquet file {}: {e}", path.display()))?;
@@ -283,26 +200,30 @@ fn file_schema(file: &DataFile) -> Result<(Schema, Option<u64>)> {
     }
 }
 
-/// Finds the files of `split` (and `subset`) named by `spec` and their common schema.
-pub fn resolve(spec: &str, subset: Option<&str>, split: &str) -> Result<Dataset> {
+/// A local `--dataset`: one file, a folder laid out like a dataset repo, or a glob.
+pub fn resolve_local(spec: &str, subset: Option<&str>, split: &str) -> Result<Option<Dataset>> {
     let path = Path::new(spec);
-    let (paths, name) = if path.is_dir() {
-        (
-            files_in_folder(path, subset, split)?,
-            stem(&path.canonicalize()?),
-        )
+    let (files, fetch, name): (Vec<String>, Arc<dyn Fetch>, String) = if path.is_dir() {
+        let mut all = Vec::new();
+        list_folder(path, path, &mut all)?;
+        let configs = match std::fs::read_to_string(path.join("README.md")) {
+            Ok(text) => datafiles::parse_card_configs(&text)
+                .map_err(|e| bad_input!("dataset {spec}: {e}"))?,
+            Err(_) => Vec::new(),
+        };
+        let chosen = datafiles::select(&all, &configs, subset, split)
+            .map_err(|e| bad_input!("dataset {spec} {e}"))?;
+        let name = stem(&path.canonicalize()?);
+        (chosen, Arc::new(FolderFiles(path.to_path_buf())), name)
     } else if path.is_file() {
-        if format_of(path).is_none() {
-            return Err(bad_input!(
-                "dataset file {spec} is not .parquet, .jsonl or .json"
-            ));
-        }
-        (vec![path.to_path_buf()], stem(path))
+        detect_format(path)?;
+        (vec![spec.to_string()], Arc::new(LocalFiles), stem(path))
     } else if spec.contains(['*', '?', '[']) {
-        let mut found: Vec<PathBuf> = glob::glob(spec)
+        let mut found: Vec<String> = glob::glob(spec)
             .map_err(|e| bad_input!("bad dataset glob {spec}: {e}"))?
             .filter_map(|p| p.ok())
-            .filter(|p| p.is_file() && format_of(p).is_some())
+            .filter(|p| p.is_file() && datafiles::is_data_file(&p.to_string_lossy()))
+            .map(|p| p.to_string_lossy().into_owned())
             .collect();
         found.sort();
         if found.is_empty() {
@@ -313,60 +234,82 @@ pub fn resolve(spec: &str, subset: Option<&str>, split: &str) -> Result<Dataset>
             .filter(|p| !p.as_os_str().is_empty())
             .map(stem)
             .unwrap_or_else(|| "dataset".into());
-        (found, name)
+        (found, Arc::new(LocalFiles), name)
     } else {
-        return Err(bad_input!("dataset {spec} does not exist"));
+        return Ok(None);
     };
     let name = match subset {
         Some(sub) => format!("{name}__{}", sub.replace('/', "__")),
         None => name,
     };
-
-    let mut files = Vec::with_capacity(paths.len());
+    // Local files are cheap to look at: check every file's columns now, and count rows.
     let mut schema: Option<(Schema, PathBuf)> = None;
-    for path in paths {
-        let format = match format_of(&path) {
-            Some(Format::JsonArray) => sniff_json(&path)?,
-            Some(f) => f,
-            None => unreachable!("only data files are listed"),
-        };
-        let mut file = DataFile {
-            path,
-            format,
-            rows: None,
-        };
-        let (file_schema, rows) = file_schema(&file)?;
-        file.rows = rows;
+    let mut rows = Some(0u64);
+    for f in &files {
+        let p = fetch.fetch(f)?;
+        let (s, n) = file_schema(&p)?;
+        rows = rows.zip(n).map(|(a, b)| a + b);
         schema = Some(match schema {
-            None => (file_schema, file.path.clone()),
+            None => (s, p),
             Some((first, first_path)) => {
-                let merged = if format == Format::Parquet {
-                    same_columns(&first, &file_schema).then(|| first.clone())
+                let merged = if same_columns(&first, &s) {
+                    Some(first.clone())
+                } else if detect_format(&p)? != Format::Parquet {
+                    Schema::try_merge([first.clone(), s.clone()]).ok()
                 } else {
-                    Schema::try_merge([first.clone(), file_schema.clone()]).ok()
+                    None
                 };
                 match merged {
                     Some(m) => (m, first_path),
-                    None => {
-                        return Err(bad_input!(
-                            "dataset files disagree on columns: {} has [{}] but {} has [{}]",
-                            first_path.display(),
-                            describe(&first),
-                            file.path.display(),
-                            describe(&file_schema)
-                        ));
-                    }
+                    None => return Err(columns_differ(&first_path, &first, &p, &s)),
                 }
             }
         });
-        files.push(file);
     }
     let (schema, _) = schema.expect("at least one file");
-    Ok(Dataset {
+    Ok(Some(Dataset {
         files,
+        fetch,
         schema: Arc::new(schema),
         name,
-    })
+        rows,
+        source: serde_json::json!({"kind": "local"}),
+    }))
+}
+
+fn list_folder(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<()> {
+    let entries =
+        std::fs::read_dir(dir).with_context(|| format!("cannot list folder {}", dir.display()))?;
+    for entry in entries {
+        let path = entry?.path();
+        let hidden = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            list_folder(root, &path, out)?;
+        } else if let Ok(rel) = path.strip_prefix(root) {
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push(rel.join("/"));
+        }
+    }
+    Ok(())
+}
+
+fn columns_differ(a: &Path, sa: &Schema, b: &Path, sb: &Schema) -> anyhow::Error {
+    bad_input!(
+        "dataset files disagree on columns: {} has [{}] but {} has [{}]",
+        a.display(),
+        describe(sa),
+        b.display(),
+        describe(sb)
+    )
 }
 
 fn same_columns(a: &Schema, b: &Schema) -> bool {
@@ -389,70 +332,100 @@ pub fn describe(schema: &Schema) -> String {
 
 /// Reads every file of `dataset` in order, calling `each` with batches of at most
 /// [`READ_BATCH_ROWS`] rows in the dataset's schema; `each` returns `false` to stop early.
+/// Up to [`PREFETCH_FILES`] files are fetched ahead on a background thread.
 pub fn read_batches(
     dataset: &Dataset,
     mut each: impl FnMut(RecordBatch) -> Result<bool>,
 ) -> Result<()> {
-    for file in &dataset.files {
-        let path = &file.path;
-        let read_err = |e: &dyn std::fmt::Display| {
-            bad_input!("cannot read dataset file {}: {e}", path.display())
-        };
-        let go_on = match file.format {
-            Format::Parquet => {
-                let reader = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
-                    .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
+    let (tx, rx) = sync_channel::<Result<PathBuf>>(PREFETCH_FILES.saturating_sub(1));
+    let fetch = dataset.fetch.clone();
+    let names = dataset.files.clone();
+    let fetcher = std::thread::Builder::new()
+        .name("fetch".into())
+        .spawn(move || {
+            for name in names {
+                let res = fetch.fetch(&name);
+                let failed = res.is_err();
+                if tx.send(res).is_err() || failed {
+                    return;
+                }
+            }
+        })?;
+    let result = (|| {
+        for path in rx.iter() {
+            if !read_file(dataset, &path?, &mut each)? {
+                break;
+            }
+        }
+        Ok(())
+    })();
+    // Dropping the receiver (on return) lets the fetcher finish its current file and stop.
+    drop(fetcher);
+    result
+}
+
+/// Reads one local file; `Ok(false)` when `each` asked to stop.
+fn read_file(
+    dataset: &Dataset,
+    path: &Path,
+    each: &mut impl FnMut(RecordBatch) -> Result<bool>,
+) -> Result<bool> {
+    let read_err =
+        |e: &dyn std::fmt::Display| bad_input!("cannot read dataset file {}: {e}", path.display());
+    match detect_format(path)? {
+        Format::Parquet => {
+            let builder =
+                ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| read_err(&e))?;
+            if !same_columns(builder.schema(), &dataset.schema) {
+                return Err(bad_input!(
+                    "dataset file {} has columns [{}], unlike the first file's [{}]",
+                    path.display(),
+                    describe(builder.schema()),
+                    describe(&dataset.schema)
+                ));
+            }
+            let reader = builder
+                .with_batch_size(READ_BATCH_ROWS)
+                .build()
+                .map_err(|e| read_err(&e))?;
+            for batch in reader {
+                let batch = batch.map_err(|e| read_err(&e))?;
+                // Same columns, so this only renews the schema's metadata.
+                let batch = batch
+                    .with_schema(dataset.schema.clone())
                     .map_err(|e| read_err(&e))?;
-                let mut go_on = true;
-                for batch in reader {
-                    let batch = batch.map_err(|e| read_err(&e))?;
-                    if !each(batch)? {
-                        go_on = false;
-                        break;
-                    }
+                if !each(batch)? {
+                    return Ok(false);
                 }
-                go_on
             }
-            Format::JsonLines => {
-                let mut file_reader = BufReader::new(open(path)?);
-                file_reader.rewind()?;
-                let reader = ReaderBuilder::new(dataset.schema.clone())
-                    .with_batch_size(READ_BATCH_ROWS)
-                    .build(file_reader)
+        }
+        Format::JsonLines => {
+            let reader = ReaderBuilder::new(dataset.schema.clone())
+                .with_batch_size(READ_BATCH_ROWS)
+                .build(BufReader::new(open(path)?))
+                .map_err(|e| read_err(&e))?;
+            for batch in reader {
+                if !each(batch.map_err(|e| read_err(&e))?)? {
+                    return Ok(false);
+                }
+            }
+        }
+        Format::JsonArray => {
+            let values = read_json_array(path)?;
+            for chunk in values.chunks(READ_BATCH_ROWS) {
+                let mut decoder = ReaderBuilder::new(dataset.schema.clone())
+                    .build_decoder()
                     .map_err(|e| read_err(&e))?;
-                let mut go_on = true;
-                for batch in reader {
-                    let batch = batch.map_err(|e| read_err(&e))?;
-                    if !each(batch)? {
-                        go_on = false;
-                        break;
-                    }
+                decoder.serialize(chunk).map_err(|e| read_err(&e))?;
+                if let Some(batch) = decoder.flush().map_err(|e| read_err(&e))?
+                    && !each(batch)?
+                {
+                    return Ok(false);
                 }
-                go_on
             }
-            Format::JsonArray => {
-                let values = read_json_array(path)?;
-                let mut go_on = true;
-                for chunk in values.chunks(READ_BATCH_ROWS) {
-                    let mut decoder = ReaderBuilder::new(dataset.schema.clone())
-                        .build_decoder()
-                        .map_err(|e| read_err(&e))?;
-                    decoder.serialize(chunk).map_err(|e| read_err(&e))?;
-                    if let Some(batch) = decoder.flush().map_err(|e| read_err(&e))?
-                        && !each(batch)?
-                    {
-                        go_on = false;
-                        break;
-                    }
-                }
-                go_on
-            }
-        };
-        if !go_on {
-            break;
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -465,8 +438,12 @@ mod tests {
         std::fs::write(p, body).unwrap();
     }
 
+    fn local(spec: &Path, subset: Option<&str>, split: &str) -> Result<Dataset> {
+        resolve_local(spec.to_str().unwrap(), subset, split).map(|d| d.expect("local"))
+    }
+
     #[test]
-    fn split_files_by_name_and_folder() {
+    fn split_files_by_name() {
         let dir = tempfile::tempdir().unwrap();
         touch(
             dir.path(),
@@ -483,28 +460,29 @@ mod tests {
             "data/test-00000-of-00001.jsonl",
             "{\"text\":\"c\"}\n",
         );
-        let ds = resolve(dir.path().to_str().unwrap(), None, "train").unwrap();
-        assert_eq!(ds.files.len(), 2);
-        let ds = resolve(dir.path().to_str().unwrap(), None, "test").unwrap();
-        assert_eq!(ds.files.len(), 1);
-        let err = resolve(dir.path().to_str().unwrap(), None, "validation").unwrap_err();
-        assert!(
-            err.to_string().contains("splits there: test, train"),
-            "{err}"
-        );
+        assert_eq!(local(dir.path(), None, "train").unwrap().files.len(), 2);
+        assert_eq!(local(dir.path(), None, "test").unwrap().files.len(), 1);
+        let err = local(dir.path(), None, "validation").unwrap_err();
+        assert!(err.to_string().contains("splits: test, train"), "{err}");
     }
 
     #[test]
-    fn unknown_subset_lists_folders() {
+    fn folder_with_a_card_uses_its_configs() {
         let dir = tempfile::tempdir().unwrap();
-        touch(dir.path(), "all/train.jsonl", "{\"text\":\"a\"}\n");
-        touch(dir.path(), "small/train.jsonl", "{\"text\":\"a\"}\n");
-        let ok = resolve(dir.path().to_str().unwrap(), Some("small"), "train").unwrap();
-        assert_eq!(ok.files.len(), 1);
-        assert!(ok.name.ends_with("__small"));
-        let err = resolve(dir.path().to_str().unwrap(), Some("nope"), "train").unwrap_err();
+        touch(
+            dir.path(),
+            "README.md",
+            "---\nconfigs:\n- config_name: small\n  data_files:\n  - split: train\n    path: s/*.jsonl\n---\n",
+        );
+        touch(dir.path(), "s/a.jsonl", "{\"text\":\"a\"}\n");
+        touch(dir.path(), "big/a.jsonl", "{\"text\":\"a\"}\n");
+        let ds = local(dir.path(), Some("small"), "train").unwrap();
+        assert_eq!(ds.files, vec!["s/a.jsonl"]);
+        assert!(ds.name.ends_with("__small"));
+        let err = local(dir.path(), Some("big"), "train").unwrap_err();
         assert!(
-            err.to_string().contains("folders there: all, small"),
+            err.to_string()
+                .ends_with("has no subset `big`; subsets: small"),
             "{err}"
         );
     }
@@ -515,7 +493,7 @@ mod tests {
         touch(dir.path(), "a.json", "[{\"text\":\"x\"},{\"text\":\"y\"}]");
         touch(dir.path(), "b.json", "{\"text\":\"x\"}\n{\"text\":\"y\"}\n");
         for name in ["a.json", "b.json"] {
-            let ds = resolve(dir.path().join(name).to_str().unwrap(), None, "train").unwrap();
+            let ds = local(&dir.path().join(name), None, "train").unwrap();
             let mut rows = 0;
             read_batches(&ds, |b| {
                 rows += b.num_rows();
@@ -527,11 +505,11 @@ mod tests {
     }
 
     #[test]
-    fn missing_dataset_names_it() {
-        let err = resolve("/no/such/file.parquet", None, "train").unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "dataset /no/such/file.parquet does not exist"
+    fn a_path_that_does_not_exist_is_not_local() {
+        assert!(
+            resolve_local("/no/such/file.parquet", None, "train")
+                .unwrap()
+                .is_none()
         );
     }
 }

@@ -6,12 +6,15 @@
 //! [`chatspace_proto::exit`].
 
 mod args;
+mod datafiles;
 mod dataset;
 mod error;
 mod extract;
+mod hub;
 mod manifest;
 mod plan;
 mod pool;
+mod remote;
 mod run;
 mod shard;
 

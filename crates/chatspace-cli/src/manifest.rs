@@ -63,8 +63,8 @@ pub struct Manifest {
     pub split: String,
     /// The model as given.
     pub model: String,
-    /// Where the data came from (`local`).
-    pub source: String,
+    /// Where the data came from: `{"kind": "local"}`, or the Hub repo, revision and commit.
+    pub source: serde_json::Value,
     /// Whether the run is still going, complete or failed.
     pub status: Status,
     /// Rows embedded and written.
@@ -91,6 +91,8 @@ pub struct Manifest {
     pub max_norm: Option<f32>,
     /// What was done to rows before embedding.
     pub preprocessing: Option<String>,
+    /// Where the model came from: a local folder, or the Hub repo, revision and commit.
+    pub model_source: serde_json::Value,
     /// What the encoders reported about the model.
     pub model_info: serde_json::Value,
     /// The settings of the run.

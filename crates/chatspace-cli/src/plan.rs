@@ -10,7 +10,9 @@ use crate::args::{EmbedArgs, ExtractMode};
 use crate::bad_input;
 use crate::dataset::{self, Dataset};
 use crate::extract;
+use crate::hub::{Hub, HubConfig, looks_like_repo_id};
 use crate::manifest;
+use crate::remote;
 
 /// Everything a run needs, checked.
 #[derive(Debug)]
@@ -23,8 +25,12 @@ pub struct RunPlan {
     pub text_column: usize,
     /// How texts are taken from it.
     pub extract: ExtractMode,
-    /// The model folder.
+    /// The model folder (for a Hub model, its snapshot folder in the cache).
     pub model_dir: PathBuf,
+    /// The ONNX file inside it.
+    pub onnx_file: String,
+    /// Where the model came from, for the manifest.
+    pub model_source: serde_json::Value,
     /// The encoder executable.
     pub encoder_bin: PathBuf,
     /// The output root.
@@ -46,19 +52,10 @@ pub fn component(name: &str) -> String {
     name.replace('/', "__")
 }
 
-fn looks_like_hub_id(s: &str) -> bool {
-    !s.starts_with(['.', '/', '~']) && s.matches('/').count() == 1
-}
-
 /// Checks that `dir` is a usable model folder and returns the name used in output paths.
 pub fn check_model(model: &str, onnx_file: &str) -> Result<(PathBuf, String)> {
     let dir = Path::new(model);
     if !dir.is_dir() {
-        if looks_like_hub_id(model) && !dir.exists() {
-            return Err(bad_input!(
-                "model `{model}` is not a local folder, and fetching models from the Hugging Face Hub is not supported yet; pass --model with a local sentence-transformers folder"
-            ));
-        }
         return Err(bad_input!("model folder {model} does not exist"));
     }
     let onnx = dir.join(onnx_file);
@@ -142,9 +139,44 @@ impl RunPlan {
     /// Checks everything the flags name and prepares the output folders.
     pub fn resolve(args: EmbedArgs) -> Result<RunPlan> {
         let extract = args.extract_mode();
-        let dataset = dataset::resolve(&args.dataset, args.subset.as_deref(), &args.split)?;
+        let mut hub: Option<Hub> = None;
+        let mut hub = || -> Result<Hub> {
+            if hub.is_none() {
+                hub = Some(Hub::new(
+                    HubConfig::from_env().map_err(|e| e.into_anyhow())?,
+                ));
+            }
+            Ok(hub.clone().expect("just set"))
+        };
+        let subset = args.subset.as_deref();
+        let dataset = match dataset::resolve_local(&args.dataset, subset, &args.split)? {
+            Some(ds) => ds,
+            None if looks_like_repo_id(&args.dataset) => remote::resolve_dataset(
+                &hub()?,
+                &args.dataset,
+                &args.revision,
+                subset,
+                &args.split,
+            )?,
+            None => return Err(bad_input!("dataset {} does not exist", args.dataset)),
+        };
         let text_column = extract::check_field(&dataset.schema, &args.text_field, extract)?;
-        let (model_dir, model_name) = check_model(&args.model, &args.onnx_file)?;
+        let model_path = Path::new(&args.model);
+        let (model_dir, model_name, onnx_file, model_source) = if model_path.exists()
+            || !looks_like_repo_id(&args.model)
+        {
+            let (dir, name) = check_model(&args.model, &args.onnx_file)?;
+            let source = serde_json::json!({"kind": "local", "path": dir});
+            (dir, name, args.onnx_file.clone(), source)
+        } else {
+            let (dir, source) =
+                remote::fetch_model(&hub()?, &args.model, &args.model_revision, &args.onnx_file)?;
+            let onnx = source["onnx_file"]
+                .as_str()
+                .unwrap_or(&args.onnx_file)
+                .to_string();
+            (dir, args.model.clone(), onnx, source)
+        };
         let encoder_bin = encoder_bin(args.encoder_bin.as_deref())?;
 
         let root = args.output_root.clone();
@@ -179,6 +211,8 @@ impl RunPlan {
             text_column,
             extract,
             model_dir,
+            onnx_file,
+            model_source,
             encoder_bin,
             root,
             shard_dir,
@@ -193,13 +227,6 @@ impl RunPlan {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hub_ids_get_a_hint() {
-        let err =
-            check_model("sentence-transformers/all-MiniLM-L6-v2", "onnx/model.onnx").unwrap_err();
-        assert!(err.to_string().contains("not a local folder"), "{err}");
-    }
 
     #[test]
     fn model_without_onnx_or_tokenizer_is_named() {

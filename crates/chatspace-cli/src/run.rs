@@ -90,7 +90,7 @@ fn progress_bar(plan: &RunPlan) -> ProgressBar {
     if plan.args.no_progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let total = match (plan.dataset.rows(), plan.args.max_rows) {
+    let total = match (plan.dataset.rows, plan.args.max_rows) {
         (Some(n), Some(m)) => Some(n.min(m)),
         (Some(n), None) => Some(n),
         (None, m) => m,
@@ -297,7 +297,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         encoder_bin: plan.encoder_bin.clone(),
         encoders: args.encoders,
         model_dir: plan.model_dir.clone(),
-        onnx_file: args.onnx_file.clone(),
+        onnx_file: plan.onnx_file.clone(),
         ort_lib: args.ort_lib.clone(),
         threads: args.threads,
         batch_size: args.batch_size,
@@ -314,7 +314,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         subset: plan.args.subset.clone(),
         split: plan.args.split.clone(),
         model: plan.args.model.clone(),
-        source: "local".into(),
+        source: plan.dataset.source.clone(),
         status: Status::Running,
         rows_total: 0,
         rows_skipped: 0,
@@ -334,6 +334,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
             )),
             crate::args::ExtractMode::None => None,
         },
+        model_source: plan.model_source.clone(),
         model_info: serde_json::to_value(&info)?,
         run_config: run_config(&plan)?,
         tool: Tool::current(),
@@ -482,16 +483,7 @@ fn run_config(plan: &RunPlan) -> Result<serde_json::Value> {
     let mut cfg = serde_json::to_value(&plan.args)?;
     let extra: HashMap<&str, serde_json::Value> = HashMap::from([
         ("model_dir", serde_json::json!(plan.model_dir)),
-        (
-            "dataset_files",
-            serde_json::json!(
-                plan.dataset
-                    .files
-                    .iter()
-                    .map(|f| &f.path)
-                    .collect::<Vec<_>>()
-            ),
-        ),
+        ("dataset_files", serde_json::json!(plan.dataset.files)),
         ("extract", serde_json::to_value(plan.extract)?),
     ]);
     if let Some(obj) = cfg.as_object_mut() {
