@@ -6,4 +6,7 @@ mod embed;
 mod fakehub;
 mod fidelity;
 mod hub;
+mod protocol;
+mod reliability;
+mod resume;
 mod startup;

@@ -5,6 +5,9 @@
       and DuckDB's view of the same files.
   check_output.py cosine SHARD_DIR REFERENCE.parquet
       per-row cosine between the shards' embeddings and the reference's, matched by `id`.
+  check_output.py compare SHARD_DIR_A SHARD_DIR_B
+      two runs' shards matched by `row_index`: the rows only one has, and the smallest cosine
+      between the embeddings of the rows both have.
 """
 
 import glob
@@ -109,6 +112,40 @@ def cosine(shard_dir, reference):
     )
 
 
+def compare(dir_a, dir_b):
+    def load(shard_dir):
+        t = pq.ParquetDataset(shard_files(shard_dir)).read(columns=["row_index", "embedding"])
+        return dict(
+            zip(
+                t.column("row_index").to_pylist(),
+                t.column("embedding").to_numpy(zero_copy_only=False),
+            )
+        )
+
+    a, b = load(dir_a), load(dir_b)
+    common = sorted(set(a) & set(b))
+    worst, worst_row = None, None
+    for r in common:
+        x = np.asarray(a[r], dtype=np.float64)
+        y = np.asarray(b[r], dtype=np.float64)
+        c = float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-30))
+        if worst is None or c < worst:
+            worst, worst_row = c, r
+    print(
+        json.dumps(
+            {
+                "rows_a": len(a),
+                "rows_b": len(b),
+                "common": len(common),
+                "only_a": sorted(set(a) - set(b))[:100],
+                "only_b": sorted(set(b) - set(a))[:100],
+                "min_cosine": worst,
+                "worst_row_index": worst_row,
+            }
+        )
+    )
+
+
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
-    {"inspect": inspect, "cosine": cosine}[cmd](*rest)
+    {"inspect": inspect, "cosine": cosine, "compare": compare}[cmd](*rest)

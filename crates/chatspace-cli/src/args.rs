@@ -96,6 +96,16 @@ pub struct EmbedArgs {
     /// ONNX Runtime intra-op threads per encoder.
     #[arg(long, default_value_t = 1, value_parser = positive::<u32>)]
     pub threads: u32,
+    /// Seconds an encoder may spend on one unit of rows before it is killed and restarted.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = positive::<u64>)]
+    pub unit_timeout: u64,
+    /// Restarts in a row per encoder (without a unit answered in between) before the run fails.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub max_restarts: u32,
+    /// Rows that may fail (crash or hang an encoder, or make it answer an error, even alone)
+    /// and be skipped, recorded in the manifest, before the run fails.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub max_failed_rows: u64,
     /// Path to the ONNX Runtime shared library (else ORT_DYLIB_PATH, else scripts/setup.sh's copy).
     #[arg(long)]
     pub ort_lib: Option<PathBuf>,
@@ -103,8 +113,12 @@ pub struct EmbedArgs {
     #[arg(long)]
     pub no_progress: bool,
     /// Replace the shards and manifest an earlier run left in the same output folder.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "resume")]
     pub overwrite: bool,
+    /// Continue the run recorded in the output folder's manifest: verify its shards, skip
+    /// their rows, write the rest (the settings must be the same).
+    #[arg(long)]
+    pub resume: bool,
     /// Run identifier recorded in every row and the manifest (default: from the start time).
     #[arg(long)]
     pub run_id: Option<String>,
@@ -155,6 +169,9 @@ mod tests {
         assert_eq!(a.batch_size, 32);
         assert_eq!(a.rows_per_shard, 8192);
         assert_eq!(a.extract_mode(), ExtractMode::None);
+        assert_eq!(a.unit_timeout, 300);
+        assert_eq!(a.max_restarts, 5);
+        assert_eq!(a.max_failed_rows, 10);
     }
 
     #[test]

@@ -7,9 +7,15 @@
 //! `.ndjson`, and `.json` holding one object per line), and `.json` holding one array of objects.
 //! Columns come from the first file; a later Parquet file with other columns is an error naming
 //! it.
+//!
+//! A file that cannot be read is bad input, named in the error: a Parquet file that is corrupt
+//! or truncated, a JSON Lines file with a line that is not UTF-8, not JSON, not one object, or
+//! holds a value of another type than its column (the error gives the line number), a JSON array
+//! file that is not valid JSON (line and column). JSON Lines files are read line by line, so a
+//! bad line is found as it is read, at no extra cost.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc::sync_channel;
@@ -17,12 +23,14 @@ use std::sync::mpsc::sync_channel;
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
 use arrow::datatypes::{Schema, SchemaRef};
+use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
-use arrow::json::reader::infer_json_schema_from_seekable;
+use arrow::json::reader::Decoder;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 
 use crate::bad_input;
 use crate::datafiles;
+use crate::error::catch_panic;
 
 /// Rows per record batch read from a file.
 pub const READ_BATCH_ROWS: usize = 1024;
@@ -162,39 +170,229 @@ fn sniff_json(path: &Path) -> Result<Format> {
 }
 
 fn read_json_array(path: &Path) -> Result<Vec<serde_json::Value>> {
-    let mut text = String::new();
+    let mut bytes = Vec::new();
     open(path)?
-        .read_to_string(&mut text)
+        .read_to_end(&mut bytes)
         .map_err(|e| bad_input!("cannot read dataset file {}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| bad_input!("dataset file {} is not valid JSON: {e}", path.display()))
+    let values: Vec<serde_json::Value> = serde_json::from_slice(&bytes).map_err(|e| {
+        bad_input!(
+            "dataset file {} line {} column {}: not a valid JSON array: {}",
+            path.display(),
+            e.line(),
+            e.column(),
+            serde_text(&e)
+        )
+    })?;
+    if let Some((i, v)) = values.iter().enumerate().find(|(_, v)| !v.is_object()) {
+        return Err(bad_input!(
+            "dataset file {}: element {} of the array is {}, not a JSON object",
+            path.display(),
+            i + 1,
+            json_kind(v)
+        ));
+    }
+    Ok(values)
+}
+
+/// A serde_json error without its ` at line L column C` (the caller says where).
+fn serde_text(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    let at = format!(" at line {} column {}", e.line(), e.column());
+    text.strip_suffix(&at).unwrap_or(&text).to_string()
+}
+
+/// An Arrow error without its `Json error: ` prefix.
+fn arrow_text(e: &ArrowError) -> String {
+    match e {
+        ArrowError::JsonError(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// `a string`, `an array`, ... for error messages.
+fn json_kind(v: &serde_json::Value) -> &'static str {
+    match v {
+        serde_json::Value::Null => "null",
+        serde_json::Value::Bool(_) => "a boolean",
+        serde_json::Value::Number(_) => "a number",
+        serde_json::Value::String(_) => "a string",
+        serde_json::Value::Array(_) => "an array",
+        serde_json::Value::Object(_) => "an object",
+    }
+}
+
+/// One line of a JSON Lines file.
+struct Line<'a> {
+    /// 1-based line number.
+    number: u64,
+    /// Byte offset of the line's start in the file.
+    start: u64,
+    /// The line, UTF-8 checked, without its line break or a leading byte order mark.
+    bytes: &'a [u8],
+}
+
+/// Reads a JSON Lines file line by line, counting lines and checking that each is UTF-8.
+struct Lines<'p> {
+    path: &'p Path,
+    reader: BufReader<File>,
+    buf: Vec<u8>,
+    number: u64,
+    offset: u64,
+}
+
+impl<'p> Lines<'p> {
+    fn open(path: &'p Path) -> Result<Self> {
+        Ok(Lines {
+            path,
+            reader: BufReader::with_capacity(1 << 16, open(path)?),
+            buf: Vec::new(),
+            number: 0,
+            offset: 0,
+        })
+    }
+
+    /// Starts reading at byte `offset`, which is the start of line `number`.
+    fn open_at(path: &'p Path, offset: u64, number: u64) -> Result<Self> {
+        let mut lines = Lines::open(path)?;
+        lines
+            .reader
+            .seek(SeekFrom::Start(offset))
+            .map_err(|e| bad_input!("cannot read dataset file {}: {e}", path.display()))?;
+        lines.offset = offset;
+        lines.number = number - 1;
+        Ok(lines)
+    }
+
+    /// The next line that is not blank; `None` at the end of the file.
+    fn next(&mut self) -> Result<Option<Line<'_>>> {
+        loop {
+            self.buf.clear();
+            let n = self
+                .reader
+                .read_until(b'\n', &mut self.buf)
+                .map_err(|e| bad_input!("cannot read dataset file {}: {e}", self.path.display()))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let start = self.offset;
+            self.offset += n as u64;
+            self.number += 1;
+            let bom = self.number == 1 && self.buf.starts_with(b"\xef\xbb\xbf");
+            let from = if bom { 3 } else { 0 };
+            let mut to = self.buf.len();
+            while to > from && matches!(self.buf[to - 1], b'\n' | b'\r') {
+                to -= 1;
+            }
+            if let Err(e) = std::str::from_utf8(&self.buf[from..to]) {
+                return Err(bad_input!(
+                    "dataset file {} line {}: not valid UTF-8 (at byte {} of the line)",
+                    self.path.display(),
+                    self.number,
+                    e.valid_up_to() + 1
+                ));
+            }
+            if self.buf[from..to].iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some(Line {
+                number: self.number,
+                start,
+                bytes: &self.buf[from..to],
+            }));
+        }
+    }
+}
+
+/// The columns of a JSON Lines file, inferred from every line as arrow-json does; a line that is
+/// not one JSON object is an error naming it.
+fn infer_json_lines(path: &Path) -> Result<Schema> {
+    let mut lines = Lines::open(path)?;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut last = 0u64;
+    let values = std::iter::from_fn(|| {
+        let line = match lines.next() {
+            Ok(Some(line)) => line,
+            Ok(None) => return None,
+            Err(e) => {
+                failure = Some(e);
+                return None;
+            }
+        };
+        last = line.number;
+        match serde_json::from_slice::<serde_json::Value>(line.bytes) {
+            Ok(v) if v.is_object() => Some(Ok(v)),
+            Ok(v) => {
+                failure = Some(bad_input!(
+                    "dataset file {} line {}: expected a JSON object, found {}",
+                    path.display(),
+                    line.number,
+                    json_kind(&v)
+                ));
+                None
+            }
+            Err(e) => {
+                failure = Some(bad_input!(
+                    "dataset file {} line {} column {}: not valid JSON: {}",
+                    path.display(),
+                    line.number,
+                    e.column(),
+                    serde_text(&e)
+                ));
+                None
+            }
+        }
+    });
+    let schema = arrow::json::reader::infer_json_schema_from_iterator(values);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    // Inference fails on the value it was given last (a type that conflicts with earlier lines).
+    schema.map_err(|e| {
+        bad_input!(
+            "dataset file {} line {last}: {}",
+            path.display(),
+            arrow_text(&e)
+        )
+    })
+}
+
+fn parquet_err(path: &Path, e: &dyn std::fmt::Display) -> anyhow::Error {
+    bad_input!("cannot read Parquet file {}: {e}", path.display())
+}
+
+/// Opens a Parquet file and reads its footer (a corrupt or truncated file fails here).
+fn open_parquet(path: &Path) -> Result<ParquetRecordBatchReaderBuilder<File>> {
+    let file = open(path)?;
+    catch_panic(|| ParquetRecordBatchReaderBuilder::try_new(file))
+        .map_err(|m| parquet_err(path, &m))?
+        .map_err(|e| parquet_err(path, &e))
 }
 
 /// The schema of a local file and its row count when the file says so cheaply.
 pub fn file_schema(path: &Path) -> Result<(Schema, Option<u64>)> {
     match detect_format(path)? {
         Format::Parquet => {
-            let builder = ParquetRecordBatchReaderBuilder::try_new(open(path)?)
-                .map_err(|e| bad_input!("cannot read Parquet file {}: {e}", path.display()))?;
-            let rows = builder.metadata().file_metadata().num_rows() as u64;
+            let builder = open_parquet(path)?;
+            let rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
             Ok((builder.schema().as_ref().clone(), Some(rows)))
         }
-        Format::JsonLines => {
-            let mut reader = BufReader::new(open(path)?);
-            let (schema, _) = infer_json_schema_from_seekable(&mut reader, None).map_err(|e| {
-                bad_input!(
-                    "dataset file {} is not valid JSON Lines: {e}",
-                    path.display()
-                )
-            })?;
-            Ok((schema, None))
-        }
+        Format::JsonLines => Ok((infer_json_lines(path)?, None)),
         Format::JsonArray => {
             let values = read_json_array(path)?;
+            let mut last = 0;
             let schema = arrow::json::reader::infer_json_schema_from_iterator(
-                values.iter().map(Ok::<_, arrow::error::ArrowError>),
+                values
+                    .iter()
+                    .inspect(|_| last += 1)
+                    .map(Ok::<_, ArrowError>),
             )
-            .map_err(|e| bad_input!("cannot infer columns of {}: {e}", path.display()))?;
+            .map_err(|e| {
+                bad_input!(
+                    "dataset file {} element {last}: {}",
+                    path.display(),
+                    arrow_text(&e)
+                )
+            })?;
             Ok((schema, Some(values.len() as u64)))
         }
     }
@@ -248,7 +446,7 @@ pub fn resolve_local(spec: &str, subset: Option<&str>, split: &str) -> Result<Op
     for f in &files {
         let p = fetch.fetch(f)?;
         let (s, n) = file_schema(&p)?;
-        rows = rows.zip(n).map(|(a, b)| a + b);
+        rows = rows.zip(n).map(|(a, b)| a.saturating_add(b));
         schema = Some(match schema {
             None => (s, p),
             Some((first, first_path)) => {
@@ -374,8 +572,7 @@ fn read_file(
         |e: &dyn std::fmt::Display| bad_input!("cannot read dataset file {}: {e}", path.display());
     match detect_format(path)? {
         Format::Parquet => {
-            let builder =
-                ParquetRecordBatchReaderBuilder::try_new(open(path)?).map_err(|e| read_err(&e))?;
+            let builder = open_parquet(path)?;
             if !same_columns(builder.schema(), &dataset.schema) {
                 return Err(bad_input!(
                     "dataset file {} has columns [{}], unlike the first file's [{}]",
@@ -384,12 +581,14 @@ fn read_file(
                     describe(&dataset.schema)
                 ));
             }
-            let reader = builder
-                .with_batch_size(READ_BATCH_ROWS)
-                .build()
-                .map_err(|e| read_err(&e))?;
-            for batch in reader {
-                let batch = batch.map_err(|e| read_err(&e))?;
+            // The reader may panic on a corrupt file rather than return an error.
+            let mut reader = catch_panic(|| builder.with_batch_size(READ_BATCH_ROWS).build())
+                .map_err(|m| parquet_err(path, &m))?
+                .map_err(|e| parquet_err(path, &e))?;
+            loop {
+                let next = catch_panic(|| reader.next()).map_err(|m| parquet_err(path, &m))?;
+                let Some(batch) = next else { break };
+                let batch = batch.map_err(|e| parquet_err(path, &e))?;
                 // Same columns, so this only renews the schema's metadata.
                 let batch = batch
                     .with_schema(dataset.schema.clone())
@@ -399,25 +598,35 @@ fn read_file(
                 }
             }
         }
-        Format::JsonLines => {
-            let reader = ReaderBuilder::new(dataset.schema.clone())
-                .with_batch_size(READ_BATCH_ROWS)
-                .build(BufReader::new(open(path)?))
-                .map_err(|e| read_err(&e))?;
-            for batch in reader {
-                if !each(batch.map_err(|e| read_err(&e))?)? {
-                    return Ok(false);
-                }
-            }
-        }
+        Format::JsonLines => return read_json_lines(&dataset.schema, path, each),
         Format::JsonArray => {
             let values = read_json_array(path)?;
-            for chunk in values.chunks(READ_BATCH_ROWS) {
-                let mut decoder = ReaderBuilder::new(dataset.schema.clone())
-                    .build_decoder()
-                    .map_err(|e| read_err(&e))?;
-                decoder.serialize(chunk).map_err(|e| read_err(&e))?;
-                if let Some(batch) = decoder.flush().map_err(|e| read_err(&e))?
+            for (c, chunk) in values.chunks(READ_BATCH_ROWS).enumerate() {
+                let decode = |rows: &[serde_json::Value]| {
+                    let mut decoder = json_decoder(&dataset.schema)?;
+                    decoder.serialize(rows)?;
+                    decoder.flush()
+                };
+                let batch = match decode(chunk) {
+                    Ok(batch) => batch,
+                    Err(e) => {
+                        // Find the element at fault.
+                        let (i, e) = chunk
+                            .iter()
+                            .enumerate()
+                            .find_map(|(i, v)| {
+                                decode(std::slice::from_ref(v)).err().map(|e| (i, e))
+                            })
+                            .unwrap_or((0, e));
+                        return Err(bad_input!(
+                            "dataset file {} element {}: {}",
+                            path.display(),
+                            c * READ_BATCH_ROWS + i + 1,
+                            arrow_text(&e)
+                        ));
+                    }
+                };
+                if let Some(batch) = batch
                     && !each(batch)?
                 {
                     return Ok(false);
@@ -426,6 +635,104 @@ fn read_file(
         }
     }
     Ok(true)
+}
+
+fn json_decoder(schema: &SchemaRef) -> Result<Decoder, ArrowError> {
+    ReaderBuilder::new(schema.clone())
+        .with_batch_size(READ_BATCH_ROWS)
+        .build_decoder()
+}
+
+/// Reads a JSON Lines file in batches of [`READ_BATCH_ROWS`] rows, one line at a time so that an
+/// error names its line; `Ok(false)` when `each` asked to stop.
+fn read_json_lines(
+    schema: &SchemaRef,
+    path: &Path,
+    each: &mut impl FnMut(RecordBatch) -> Result<bool>,
+) -> Result<bool> {
+    let at = |line: u64, e: &dyn std::fmt::Display| {
+        bad_input!("dataset file {} line {line}: {e}", path.display())
+    };
+    let mut decoder = json_decoder(schema)
+        .map_err(|e| bad_input!("cannot read dataset file {}: {e}", path.display()))?;
+    let mut lines = Lines::open(path)?;
+    // The first line of the rows in `decoder`: (number, byte offset).
+    let mut first: Option<(u64, u64)> = None;
+    loop {
+        let line = lines.next()?;
+        let full = decoder.len() >= READ_BATCH_ROWS;
+        if (line.is_none() || full)
+            && let Some((number, start)) = first.take()
+        {
+            let batch = match decoder.flush() {
+                Ok(batch) => batch,
+                Err(e) => return Err(find_bad_line(schema, path, number, start, &e)),
+            };
+            if let Some(batch) = batch
+                && !each(batch)?
+            {
+                return Ok(false);
+            }
+        }
+        let Some(line) = line else {
+            return Ok(true);
+        };
+        first.get_or_insert((line.number, line.start));
+        let before = decoder.len();
+        let used = decoder
+            .decode(line.bytes)
+            .map_err(|e| at(line.number, &arrow_text(&e)))?;
+        if decoder.has_partial_record() {
+            return Err(at(
+                line.number,
+                &"the JSON object does not end on this line (each line must hold one object)",
+            ));
+        }
+        if used < line.bytes.len() || decoder.len() > before + 1 {
+            return Err(at(
+                line.number,
+                &"more than one JSON value on this line (each line must hold one object)",
+            ));
+        }
+    }
+}
+
+/// The error for a batch that failed to decode (a value of the wrong type): decodes its lines,
+/// from line `number` at byte `start`, one at a time to name the first bad one.
+fn find_bad_line(
+    schema: &SchemaRef,
+    path: &Path,
+    number: u64,
+    start: u64,
+    err: &ArrowError,
+) -> anyhow::Error {
+    let found = (|| -> Result<Option<(u64, ArrowError)>> {
+        let mut lines = Lines::open_at(path, start, number)?;
+        for _ in 0..READ_BATCH_ROWS {
+            let Some(line) = lines.next()? else { break };
+            let one = json_decoder(schema).and_then(|mut d| {
+                d.decode(line.bytes)?;
+                d.flush()
+            });
+            if let Err(e) = one {
+                return Ok(Some((line.number, e)));
+            }
+        }
+        Ok(None)
+    })();
+    match found {
+        Ok(Some((line, e))) => bad_input!(
+            "dataset file {} line {line}: {}",
+            path.display(),
+            arrow_text(&e)
+        ),
+        Ok(None) => bad_input!(
+            "dataset file {} (rows from line {number}): {}",
+            path.display(),
+            arrow_text(err)
+        ),
+        Err(e) => e,
+    }
 }
 
 #[cfg(test)]
@@ -502,6 +809,133 @@ mod tests {
             .unwrap();
             assert_eq!(rows, 2, "{name}");
         }
+    }
+
+    fn text_schema() -> SchemaRef {
+        Arc::new(Schema::new(vec![arrow::datatypes::Field::new(
+            "text",
+            arrow::datatypes::DataType::Utf8,
+            true,
+        )]))
+    }
+
+    /// Reads `body` as JSON Lines with a `text: Utf8` schema: rows read, or the error.
+    fn read_lines(body: &[u8]) -> Result<usize, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.jsonl");
+        std::fs::write(&path, body).unwrap();
+        let mut rows = 0;
+        read_json_lines(&text_schema(), &path, &mut |b: RecordBatch| {
+            rows += b.num_rows();
+            Ok(true)
+        })
+        .map(|_| rows)
+        .map_err(|e| {
+            let text = e.to_string();
+            let prefix = format!("dataset file {} ", path.display());
+            text.strip_prefix(&prefix).unwrap_or(&text).to_string()
+        })
+    }
+
+    #[test]
+    fn json_lines_errors_name_the_line() {
+        let good = "{\"text\": \"a\"}\n".repeat(1500);
+        assert_eq!(read_lines(good.as_bytes()), Ok(1500));
+        // Blank lines, CRLF and a byte order mark are fine, and count as lines.
+        assert_eq!(
+            read_lines(b"\xef\xbb\xbf{\"text\": \"a\"}\r\n\n  \n{\"text\": null}"),
+            Ok(2)
+        );
+        // A value of another type, found after the first batch: the batch is decoded again
+        // line by line to name it.
+        let body = format!("{good}{{\"text\": 5}}\n{good}");
+        assert_eq!(
+            read_lines(body.as_bytes()).unwrap_err(),
+            "line 1501: whilst decoding field 'text': expected string got 5"
+        );
+        let err = read_lines(b"{\"text\": \"a\"}\n[1, 2]\n").unwrap_err();
+        assert!(err.starts_with("line 2: "), "{err}");
+        let err =
+            read_lines(b"{\"text\": \"a\"}\n{\"text\": \"b\"\n{\"text\": \"c\"}\n").unwrap_err();
+        assert_eq!(
+            err,
+            "line 2: the JSON object does not end on this line (each line must hold one object)"
+        );
+        let err = read_lines(b"{\"text\": \"a\"} {\"text\": \"b\"}\n").unwrap_err();
+        assert!(err.starts_with("line 1: more than one JSON value"), "{err}");
+        let err = read_lines(b"{\"text\": \"a\"}\n\n{\"text\": tru}\n").unwrap_err();
+        assert!(err.starts_with("line 3: "), "{err}");
+        let err = read_lines(b"{\"text\": \"a\"}\n{\"text\": \"\xff\"}\n").unwrap_err();
+        assert_eq!(err, "line 2: not valid UTF-8 (at byte 11 of the line)");
+    }
+
+    #[test]
+    fn json_lines_inference_names_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases: [(&str, &[u8], &str); 4] = [
+            (
+                "syntax",
+                b"{\"text\": \"a\"}\n{\"text\": \"b\"\n",
+                "line 2 column 12: not valid JSON: EOF while parsing an object",
+            ),
+            (
+                "array",
+                b"{\"text\": \"a\"}\n\n[1]\n",
+                "line 3: expected a JSON object, found an array",
+            ),
+            (
+                "utf8",
+                b"{\"text\": \"a\xc3\"}\n",
+                "line 1: not valid UTF-8 (at byte 12 of the line)",
+            ),
+            (
+                "conflict",
+                b"{\"m\": [1]}\n{\"m\": {\"a\": 1}}\n",
+                "line 2: ",
+            ),
+        ];
+        for (name, body, want) in cases {
+            let path = dir.path().join(format!("{name}.jsonl"));
+            std::fs::write(&path, body).unwrap();
+            let err = file_schema(&path).unwrap_err().to_string();
+            let want = format!("dataset file {} {want}", path.display());
+            assert!(err.starts_with(&want), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn json_array_errors_name_the_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.json");
+        std::fs::write(&path, "[\n{\"text\": \"a\"},\n{\"text\": }\n]").unwrap();
+        let err = file_schema(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("a.json line 3 column 10: not a valid JSON array"),
+            "{err}"
+        );
+        std::fs::write(&path, "[{\"text\": \"a\"}, 7]").unwrap();
+        let err = file_schema(&path).unwrap_err().to_string();
+        assert!(
+            err.ends_with("a.json: element 2 of the array is a number, not a JSON object"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_parquet_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.parquet");
+        std::fs::write(&path, b"PAR1 this is not parquet at all PAR1").unwrap();
+        let err = file_schema(&path).unwrap_err();
+        assert_eq!(
+            crate::error::exit_code(&err),
+            chatspace_proto::exit::BAD_INPUT
+        );
+        assert!(
+            err.to_string()
+                .starts_with(&format!("cannot read Parquet file {}: ", path.display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,14 @@
 //! Getting the text to embed out of each row: a string column as it is, or one turn of a
 //! conversation stored as a list of `{role, content}` structs.
+//!
+//! Rows without a usable text are skipped and counted by reason: `null text`, `empty text`
+//! (blank after Python's `str.strip()`, which the encoder applies too), `null conversation`,
+//! `no assistant turn`. Texts are never sent empty to an encoder. A text longer than
+//! [`MAX_TEXT_BYTES`] is cut to it (the encoder keeps only `max_seq_length` tokens anyway), and
+//! [`job_ranges`] keeps every job well under the protocol's frame limit.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use anyhow::Result;
 use arrow::array::{Array, AsArray, RecordBatch, StructArray};
@@ -12,6 +19,16 @@ use crate::bad_input;
 
 /// Why a row produced no text.
 pub type SkipReasons = BTreeMap<&'static str, u64>;
+
+/// The most bytes of one text sent to an encoder; a longer text is cut (on a character boundary)
+/// to this. Tokenizers keep only the first `max_seq_length` tokens, which fit in far less.
+pub const MAX_TEXT_BYTES: usize = 16 << 20;
+
+/// The most text bytes in one job (unless a single text is larger), so that a job always fits
+/// in one protocol frame ([`chatspace_proto::frame::MAX_FRAME`]) with room to spare.
+pub const MAX_JOB_BYTES: usize = chatspace_proto::frame::MAX_FRAME / 2;
+
+const _: () = assert!(MAX_TEXT_BYTES <= MAX_JOB_BYTES);
 
 /// The texts of one record batch: which rows have one, and what it is.
 #[derive(Debug, Default)]
@@ -49,10 +66,40 @@ fn conversation_struct(dt: &DataType) -> Option<&arrow::datatypes::Fields> {
     }
 }
 
+/// Why a column's type is not a list of `{role, content}` turns, in words.
+fn not_conversation(dt: &DataType) -> String {
+    let item = match dt {
+        DataType::List(f) | DataType::LargeList(f) | DataType::ListView(f) => f.data_type(),
+        _ => return format!("of type {dt}, not a list of {{role, content}} turns"),
+    };
+    let DataType::Struct(fields) = item else {
+        return format!("a list of {item}, not of {{role, content}} turns");
+    };
+    let problems: Vec<String> = ["role", "content"]
+        .iter()
+        .filter_map(|name| match fields.iter().find(|f| f.name() == name) {
+            None => Some(format!("no `{name}`")),
+            Some(f) if !is_string(f.data_type()) => {
+                Some(format!("`{name}` of type {}", f.data_type()))
+            }
+            Some(_) => None,
+        })
+        .collect();
+    format!(
+        "a list of {item}, not of {{role, content}} turns (its turns have {})",
+        problems.join(" and ")
+    )
+}
+
 /// Checks, before any data is read, that `field` exists in `schema` and suits `mode`.
 pub fn check_field(schema: &Schema, field: &str, mode: ExtractMode) -> Result<usize> {
     let Ok(idx) = schema.index_of(field) else {
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        if names.is_empty() {
+            return Err(bad_input!(
+                "text field `{field}` is not a column of the dataset: it has no columns (is it empty?)"
+            ));
+        }
         return Err(bad_input!(
             "text field `{field}` is not a column of the dataset; columns: {}",
             names.join(", ")
@@ -64,12 +111,19 @@ pub fn check_field(schema: &Schema, field: &str, mode: ExtractMode) -> Result<us
         ExtractMode::None if conversation_struct(dt).is_some() => Err(bad_input!(
             "text field `{field}` holds conversations ({dt}), not strings; pass --extract first-assistant"
         )),
+        ExtractMode::None if *dt == DataType::Null => Err(bad_input!(
+            "text field `{field}` holds only nulls (type {dt}), not strings"
+        )),
         ExtractMode::None => Err(bad_input!(
             "text field `{field}` is of type {dt}, not a string"
         )),
         ExtractMode::FirstAssistant if conversation_struct(dt).is_some() => Ok(idx),
+        ExtractMode::FirstAssistant if *dt == DataType::Null => Err(bad_input!(
+            "text field `{field}` holds only nulls (type {dt}), not conversations, so --extract first-assistant cannot use it"
+        )),
         ExtractMode::FirstAssistant => Err(bad_input!(
-            "text field `{field}` is of type {dt}, not a list of {{role, content}} turns, so --extract first-assistant cannot use it"
+            "text field `{field}` is {}, so --extract first-assistant cannot use it",
+            not_conversation(dt)
         )),
     }
 }
@@ -86,8 +140,26 @@ fn string_at(array: &dyn Array, i: usize) -> Option<&str> {
     }
 }
 
+/// Python's `str.strip()`: Unicode whitespace plus the four ASCII separators `\x1c`..`\x1f`,
+/// which Python counts as whitespace and Rust does not (the encoder strips texts the same way).
+pub fn strip(text: &str) -> &str {
+    text.trim_matches(|c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c))
+}
+
+/// `text`, cut to at most [`MAX_TEXT_BYTES`] on a character boundary.
+fn capped(text: &str) -> &str {
+    if text.len() <= MAX_TEXT_BYTES {
+        return text;
+    }
+    let mut end = MAX_TEXT_BYTES;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}
+
 /// The first turn whose role is `assistant` or `model` (any case) and whose content is not blank,
-/// stripped of surrounding whitespace.
+/// stripped of surrounding whitespace. Turns with a null role or content are not matches.
 fn first_assistant(turns: &StructArray) -> Option<String> {
     let role = turns.column_by_name("role")?;
     let content = turns.column_by_name("content")?;
@@ -99,8 +171,8 @@ fn first_assistant(turns: &StructArray) -> Option<String> {
         if !(r.eq_ignore_ascii_case("assistant") || r.eq_ignore_ascii_case("model")) {
             return None;
         }
-        let text = string_at(content.as_ref(), t)?.trim();
-        (!text.is_empty()).then(|| text.to_string())
+        let text = strip(string_at(content.as_ref(), t)?);
+        (!text.is_empty()).then(|| capped(text).to_string())
     })
 }
 
@@ -118,8 +190,11 @@ pub fn extract(batch: &RecordBatch, idx: usize, mode: ExtractMode) -> Extracted 
     match mode {
         ExtractMode::None => {
             for i in 0..batch.num_rows() {
-                let text = string_at(column.as_ref(), i).map(str::to_string);
-                keep(&mut out, i, text, "null text");
+                match string_at(column.as_ref(), i) {
+                    None => keep(&mut out, i, None, "null text"),
+                    Some(t) if strip(t).is_empty() => keep(&mut out, i, None, "empty text"),
+                    Some(t) => keep(&mut out, i, Some(capped(t).to_string()), ""),
+                }
             }
         }
         ExtractMode::FirstAssistant => {
@@ -144,6 +219,26 @@ pub fn extract(batch: &RecordBatch, idx: usize, mode: ExtractMode) -> Extracted 
                 }
             }
         }
+    }
+    out
+}
+
+/// Cuts `texts` into consecutive jobs of at most `max_rows` texts and (unless one text alone is
+/// larger) at most `max_bytes` bytes of text.
+pub fn job_ranges(texts: &[String], max_rows: usize, max_bytes: usize) -> Vec<Range<usize>> {
+    let max_rows = max_rows.max(1);
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, t) in texts.iter().enumerate() {
+        let full = i - start == max_rows || (i > start && bytes + t.len() > max_bytes);
+        if full {
+            out.push(start..i);
+            (start, bytes) = (i, 0);
+        }
+        bytes += t.len();
+    }
+    if start < texts.len() {
+        out.push(start..texts.len());
     }
     out
 }
@@ -235,5 +330,123 @@ mod tests {
             err.to_string().contains("--extract first-assistant"),
             "{err}"
         );
+    }
+
+    fn strings(values: &[Option<&str>]) -> RecordBatch {
+        let array = Arc::new(arrow::array::StringArray::from(values.to_vec()));
+        let schema = Schema::new(vec![Field::new("text", DataType::Utf8, true)]);
+        RecordBatch::try_new(Arc::new(schema), vec![array]).unwrap()
+    }
+
+    #[test]
+    fn null_and_blank_texts_are_skipped_and_counted() {
+        let batch = strings(&[
+            Some("a"),
+            None,
+            Some(""),
+            Some(" \t\n\u{3000}"),
+            Some("\x1c\x1f"),
+            Some(" b "),
+        ]);
+        let ex = extract(&batch, 0, ExtractMode::None);
+        assert_eq!(ex.keep, vec![0, 5]);
+        assert_eq!(ex.texts, vec!["a", " b "]);
+        assert_eq!(ex.skipped.get("null text"), Some(&1));
+        assert_eq!(ex.skipped.get("empty text"), Some(&3));
+    }
+
+    #[test]
+    fn wrong_types_are_named() {
+        let schema = |dt: DataType| Schema::new(vec![Field::new("t", dt, true)]);
+        let none = ExtractMode::None;
+        let err = check_field(&schema(DataType::Int64), "t", none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text field `t` is of type Int64, not a string"
+        );
+        let err = check_field(&schema(DataType::Null), "t", none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text field `t` holds only nulls (type Null), not strings"
+        );
+        let list = DataType::List(Arc::new(Field::new("item", DataType::Utf8, true)));
+        let err = check_field(&schema(list.clone()), "t", none).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text field `t` is of type List(Utf8), not a string"
+        );
+
+        let fa = ExtractMode::FirstAssistant;
+        let err = check_field(&schema(list), "t", fa).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "text field `t` is a list of Utf8, not of {role, content} turns, so --extract first-assistant cannot use it"
+        );
+        let turn = DataType::Struct(Fields::from(vec![
+            Field::new("speaker", DataType::Utf8, true),
+            Field::new("content", DataType::Int32, true),
+        ]));
+        let turns = DataType::List(Arc::new(Field::new("item", turn, true)));
+        let err = check_field(&schema(turns), "t", fa).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("(its turns have no `role` and `content` of type Int32)"),
+            "{err}"
+        );
+        let err = check_field(&schema(DataType::Utf8), "t", fa).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("text field `t` is of type Utf8, not a list of {role, content} turns"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn null_roles_and_contents_are_not_matches() {
+        let fields = Fields::from(vec![
+            Field::new("role", DataType::Utf8, true),
+            Field::new("content", DataType::Utf8, true),
+        ]);
+        let mut b = ListBuilder::new(StructBuilder::from_fields(fields, 0));
+        for (role, content) in [
+            (None, Some("x")),
+            (Some("assistant"), None),
+            (Some("assistant"), Some("\x1c \x1f")),
+            (Some("assistant"), Some(" yes ")),
+        ] {
+            let s = b.values();
+            s.field_builder::<StringBuilder>(0)
+                .unwrap()
+                .append_option(role);
+            s.field_builder::<StringBuilder>(1)
+                .unwrap()
+                .append_option(content);
+            s.append(true);
+        }
+        b.append(true);
+        let array = Arc::new(b.finish());
+        let schema = Schema::new(vec![Field::new("m", array.data_type().clone(), true)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![array]).unwrap();
+        let ex = extract(&batch, 0, ExtractMode::FirstAssistant);
+        assert_eq!(ex.texts, vec!["yes"]);
+    }
+
+    #[test]
+    fn huge_texts_are_capped_on_a_char_boundary() {
+        let text = "é".repeat(MAX_TEXT_BYTES / 2 + 10);
+        let cut = capped(&text);
+        assert!(cut.len() <= MAX_TEXT_BYTES && cut.len() > MAX_TEXT_BYTES - 4);
+        assert_eq!(capped("short"), "short");
+    }
+
+    #[test]
+    fn jobs_are_cut_by_rows_and_bytes() {
+        let texts: Vec<String> = [3, 3, 3, 10, 1, 1, 1, 1]
+            .iter()
+            .map(|&n| "x".repeat(n))
+            .collect();
+        assert_eq!(job_ranges(&texts, 3, 7), vec![0..2, 2..3, 3..4, 4..7, 7..8]);
+        assert_eq!(job_ranges(&texts, 100, 1000), vec![0..8]);
+        assert!(job_ranges(&[], 3, 7).is_empty());
     }
 }

@@ -15,6 +15,7 @@ mod manifest;
 mod plan;
 mod pool;
 mod remote;
+mod resume;
 mod run;
 mod shard;
 
@@ -39,6 +40,13 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::EmbedHf(args) => {
             let plan = plan::RunPlan::resolve(args)?;
+            if plan.complete {
+                eprintln!(
+                    "chatspace: nothing to resume: the run in {} is complete",
+                    plan.manifest_path.display()
+                );
+                return Ok(());
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
@@ -46,9 +54,10 @@ fn run(cli: Cli) -> Result<()> {
             let outcome = runtime.block_on(run::execute(plan))?;
             let s = &outcome.summary;
             eprintln!(
-                "chatspace: embedded {} rows ({} skipped, {} truncated) into {} shards in {:.1} s ({:.0} rows/s, padding {:.0}%); manifest: {}",
+                "chatspace: embedded {} rows ({} skipped, {} failed, {} truncated) into {} shards in {:.1} s ({:.0} rows/s, padding {:.0}%); manifest: {}",
                 s.rows_total,
                 s.rows_skipped,
+                s.rows_failed,
                 s.rows_truncated,
                 s.num_shards,
                 s.duration_seconds,
@@ -62,6 +71,8 @@ fn run(cli: Cli) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    error::install_panic_hook();
+    ignore_file_size_signal();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) if !e.use_stderr() => {
@@ -91,6 +102,16 @@ fn main() -> ExitCode {
             eprintln!("chatspace: {}", one_line(&err));
             ExitCode::from(error::exit_code(&err) as u8)
         }
+    }
+}
+
+/// A write past the file size limit (`ulimit -f`) must fail with `EFBIG`, to be reported and
+/// cleaned up like a full disk, instead of killing the process with SIGXFSZ mid-shard.
+fn ignore_file_size_signal() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to SIG_IGN installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 

@@ -52,6 +52,15 @@ pub enum Status {
     Interrupted,
 }
 
+/// A row that could not be embedded and was skipped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedRow {
+    /// The row's position in the input.
+    pub row_index: i64,
+    /// Why, on one line.
+    pub reason: String,
+}
+
 /// `manifest-<split>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -75,6 +84,13 @@ pub struct Manifest {
     pub skipped_reasons: BTreeMap<String, u64>,
     /// Rows whose text was cut to the model's token limit.
     pub rows_truncated: u64,
+    /// Rows skipped because they failed even when sent alone (they crashed or hung an encoder,
+    /// or it answered an error); not in any shard.
+    #[serde(default)]
+    pub rows_failed_count: u64,
+    /// The failed rows, in input order.
+    #[serde(default)]
+    pub rows_failed: Vec<FailedRow>,
     /// Embedding dimension.
     pub embedding_dim: u32,
     /// Rows per shard.
@@ -132,6 +148,9 @@ pub struct RunSummary {
     pub rows_skipped: u64,
     /// Rows cut to the token limit.
     pub rows_truncated: u64,
+    /// Rows that failed and were skipped (listed in the manifest).
+    #[serde(default)]
+    pub rows_failed: u64,
     /// Real tokens embedded.
     pub tokens: u64,
     /// Tokens processed including padding.
@@ -146,6 +165,9 @@ pub struct RunSummary {
     pub embedding_dim: u32,
     /// Encoder processes used.
     pub encoders: u32,
+    /// Times each encoder slot's process was restarted after a failure.
+    #[serde(default)]
+    pub encoder_restarts: Vec<u32>,
     /// Path of the manifest.
     pub manifest_path: String,
     /// Smallest embedding norm.

@@ -13,6 +13,7 @@ use crate::extract;
 use crate::hub::{Hub, HubConfig, looks_like_repo_id};
 use crate::manifest;
 use crate::remote;
+use crate::resume::{self, Resume};
 
 /// Everything a run needs, checked.
 #[derive(Debug)]
@@ -45,6 +46,19 @@ pub struct RunPlan {
     pub created_at: String,
     /// The run id.
     pub run_id: String,
+    /// With `--resume`: the shards kept and where to go on from.
+    pub resume: Option<Resume>,
+    /// With `--resume`: the run was already complete; nothing to do.
+    pub complete: bool,
+}
+
+/// The run's settings as JSON, the way the manifest's `run_config` records them.
+pub fn comparable_config(args: &EmbedArgs, extract: ExtractMode) -> Result<serde_json::Value> {
+    let mut cfg = serde_json::to_value(args)?;
+    if let Some(obj) = cfg.as_object_mut() {
+        obj.insert("extract".into(), serde_json::to_value(extract)?);
+    }
+    Ok(cfg)
 }
 
 /// A name made safe for one path component, as the original tool does: `/` becomes `__`.
@@ -198,13 +212,34 @@ impl RunPlan {
         make_dir(&index_dir, &root)?;
         let manifest_path = index_dir.join(format!("manifest-{split_c}.json"));
         let run_path = index_dir.join(format!("run-{split_c}.json"));
-        clear_previous(&shard_dir, &manifest_path, args.overwrite)?;
+        let mut resume = None;
+        let mut complete = false;
+        if args.resume {
+            let now = resume::settings(
+                &comparable_config(&args, extract)?,
+                &dataset.source,
+                &model_source,
+            );
+            match resume::prepare(&manifest_path, &root, &shard_dir, &now)? {
+                Some(r) => resume = Some(r),
+                None => complete = true,
+            }
+        } else {
+            clear_previous(&shard_dir, &manifest_path, args.overwrite)?;
+        }
 
-        let created_at = manifest::now_rfc3339();
-        let run_id = args
-            .run_id
-            .clone()
-            .unwrap_or_else(|| manifest::run_id_from(&created_at));
+        let (created_at, run_id) = match &resume {
+            // Resumed rows carry the original run's id, as if the run had never stopped.
+            Some(r) => (r.previous.created_at.clone(), r.previous.run_id.clone()),
+            None => {
+                let created_at = manifest::now_rfc3339();
+                let run_id = args
+                    .run_id
+                    .clone()
+                    .unwrap_or_else(|| manifest::run_id_from(&created_at));
+                (created_at, run_id)
+            }
+        };
         Ok(RunPlan {
             args,
             dataset,
@@ -220,6 +255,8 @@ impl RunPlan {
             run_path,
             created_at,
             run_id,
+            resume,
+            complete,
         })
     }
 }

@@ -8,11 +8,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::IsTerminal;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow};
+use anyhow::{Result, anyhow};
 use arrow::array::{
-    ArrayRef, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray, UInt32Array,
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
+    UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -20,9 +22,9 @@ use tokio::sync::mpsc;
 
 use crate::dataset;
 use crate::extract::{self, SkipReasons};
-use crate::manifest::{self, Manifest, RunSummary, Status, Tool};
+use crate::manifest::{self, FailedRow, Manifest, RunSummary, Status, Tool};
 use crate::plan::RunPlan;
-use crate::pool::{Done, Job, Pool, PoolConfig};
+use crate::pool::{Done, Job, Pool, PoolConfig, Recovery, Restarts};
 use crate::shard::ShardWriter;
 
 /// Columns chatspace adds to every shard row (input columns of the same name are renamed).
@@ -119,11 +121,17 @@ fn read_jobs(
     job_rows: usize,
     jobs: mpsc::Sender<Job<Rows>>,
     progress: ProgressBar,
+    stop: &AtomicBool,
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
     let mut next_id = 0u64;
     let max_rows = plan.args.max_rows.unwrap_or(u64::MAX);
+    // With --resume, rows before this are in kept shards: read (to count skips) but not sent.
+    let first_row = plan.resume.as_ref().map_or(0, |r| r.next_row);
     dataset::read_batches(&plan.dataset, |batch| {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(false);
+        }
         let left = max_rows - stats.rows_read;
         let batch = if (batch.num_rows() as u64) > left {
             batch.slice(0, left as usize)
@@ -132,14 +140,25 @@ fn read_jobs(
         };
         let base = stats.rows_read as i64;
         stats.rows_read += batch.num_rows() as u64;
-        let ex = extract::extract(&batch, plan.text_column, plan.extract);
+        let mut ex = extract::extract(&batch, plan.text_column, plan.extract);
+        if base < first_row {
+            let done = ex
+                .keep
+                .iter()
+                .take_while(|&&k| base + (k as i64) < first_row)
+                .count();
+            ex.keep.drain(..done);
+            ex.texts.drain(..done);
+            progress.inc(done as u64);
+        }
         let skipped: u64 = ex.skipped.values().sum();
         for (why, n) in ex.skipped {
             *stats.skipped.entry(why).or_default() += n;
         }
         progress.inc(skipped);
+        let ranges = extract::job_ranges(&ex.texts, job_rows, extract::MAX_JOB_BYTES);
         let mut texts = ex.texts.into_iter();
-        for keep in ex.keep.chunks(job_rows) {
+        for keep in ranges.into_iter().map(|r| &ex.keep[r]) {
             let idx = UInt32Array::from(keep.to_vec());
             let rows = arrow::compute::take_record_batch(&batch, &idx)?;
             let job = Job {
@@ -151,7 +170,7 @@ fn read_jobs(
                 },
             };
             next_id += 1;
-            if jobs.blocking_send(job).is_err() {
+            if stop.load(Ordering::SeqCst) || jobs.blocking_send(job).is_err() {
                 // The pool stopped (it reports why); stop reading.
                 return Ok(false);
             }
@@ -176,18 +195,30 @@ struct Writer {
     progress: ProgressBar,
     first_row_at: Option<Instant>,
     rows_read: u64,
+    /// --max-failed-rows.
+    max_failed_rows: u64,
+    /// Encoder restarts, for the summary.
+    restarts: Restarts,
 }
 
 impl Writer {
     fn write(&mut self, done: Done<Rows>) -> Result<()> {
         let Done {
-            job,
+            mut job,
             vectors,
             tokens,
             padded_tokens,
             truncated,
+            failed,
         } = done;
+        self.progress.inc(failed.len() as u64);
+        if !failed.is_empty() {
+            self.drop_failed(&mut job, failed)?;
+        }
         let n = job.texts.len();
+        if n == 0 {
+            return Ok(());
+        }
         if vectors.len() != n * self.dim {
             return Err(anyhow!(
                 "encoder returned {} values for {n} texts of dimension {}",
@@ -232,6 +263,41 @@ impl Writer {
         Ok(())
     }
 
+    /// Takes the rows that failed out of `job` (its texts, input rows and row indexes), records
+    /// them in the manifest, and fails the run once there are more than --max-failed-rows.
+    fn drop_failed(&mut self, job: &mut Job<Rows>, failed: Vec<(usize, String)>) -> Result<()> {
+        let rows = &mut job.payload;
+        let mut keep = vec![true; job.texts.len()];
+        for (offset, reason) in failed {
+            let row_index = rows.row_index[offset];
+            tracing::warn!(row_index, %reason, "row failed and is skipped");
+            keep[offset] = false;
+            self.manifest
+                .rows_failed
+                .push(FailedRow { row_index, reason });
+        }
+        let mut flags = keep.iter();
+        job.texts
+            .retain(|_| *flags.next().expect("one flag per text"));
+        let mut flags = keep.iter();
+        rows.row_index
+            .retain(|_| *flags.next().expect("one flag per row"));
+        rows.batch = arrow::compute::filter_record_batch(&rows.batch, &BooleanArray::from(keep))?;
+        let m = &mut self.manifest;
+        m.rows_failed_count = m.rows_failed.len() as u64;
+        if m.rows_failed_count > self.max_failed_rows {
+            let first = &m.rows_failed[0];
+            return Err(anyhow!(
+                "{} rows failed, more than --max-failed-rows {}; first: row {}: {}",
+                m.rows_failed_count,
+                self.max_failed_rows,
+                first.row_index,
+                first.reason
+            ));
+        }
+        Ok(())
+    }
+
     fn record(&mut self, closed: Vec<crate::shard::ShardRecord>) -> Result<()> {
         let m = &mut self.manifest;
         for s in closed {
@@ -263,29 +329,47 @@ impl Writer {
 
 /// The run was stopped by a signal.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted by {0}; complete shards are kept and listed in the manifest")]
+#[error(
+    "interrupted by {0}; the shards written are listed in the manifest, and --resume continues the run"
+)]
 pub struct Interrupted(&'static str);
 
-/// Resolves on the first SIGINT or SIGTERM, with the signal's name.
-async fn shutdown_signal() -> &'static str {
+/// SIGINT and SIGTERM, listened to from the start of a run.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let (Ok(mut int), Ok(mut term)) = (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) else {
-            return std::future::pending().await;
-        };
-        tokio::select! {
-            _ = int.recv() => "SIGINT",
-            _ = term.recv() => "SIGTERM",
+    int: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals {
+                int: signal(SignalKind::interrupt())?,
+                term: signal(SignalKind::terminate())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        "Ctrl-C"
+
+    /// The next signal's name.
+    async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.int.recv() => "SIGINT",
+                _ = self.term.recv() => "SIGTERM",
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "Ctrl-C"
+        }
     }
 }
 
@@ -302,8 +386,13 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         threads: args.threads,
         batch_size: args.batch_size,
         startup_timeout: Duration::from_secs(300),
+        recovery: Recovery::from_args(&args),
     };
-    let pool = Pool::start(&cfg).await?;
+    let mut signals = Signals::new()?;
+    let pool = tokio::select! {
+        pool = Pool::start(&cfg) => pool?,
+        sig = signals.recv() => return Err(Interrupted(sig).into()),
+    };
     let info = pool.info.clone();
     tracing::info!(?info, "encoders ready");
 
@@ -320,6 +409,8 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         rows_skipped: 0,
         skipped_reasons: BTreeMap::new(),
         rows_truncated: 0,
+        rows_failed_count: 0,
+        rows_failed: Vec::new(),
         embedding_dim: info.dim,
         rows_per_shard: plan.args.rows_per_shard,
         shards: Vec::new(),
@@ -339,9 +430,29 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         run_config: run_config(&plan)?,
         tool: Tool::current(),
     };
+    let mut manifest = manifest;
+    if let Some(r) = &plan.resume {
+        manifest.shards = r.kept.clone();
+        manifest.rows_total = r.kept.iter().map(|s| s.rows).sum();
+        manifest.rows_truncated = r.previous.rows_truncated;
+        // Rows that failed before the resume point stay failed; later ones are tried again.
+        manifest.rows_failed = (r.previous.rows_failed.iter())
+            .filter(|f| f.row_index < r.next_row)
+            .cloned()
+            .collect();
+        manifest.rows_failed_count = manifest.rows_failed.len() as u64;
+        manifest.min_norm = r.kept.iter().map(|s| s.min_norm).reduce(f32::min);
+        manifest.max_norm = r.kept.iter().map(|s| s.max_norm).reduce(f32::max);
+        tracing::info!(
+            shards = r.kept.len(),
+            next_row = r.next_row,
+            "resuming after the verified shards"
+        );
+    }
     manifest::write_json_atomic(&plan.manifest_path, &manifest)?;
 
     let progress = progress_bar(&plan);
+    let stop = Arc::new(AtomicBool::new(false));
     let job_rows = (args.batch_size * JOB_BATCHES) as usize;
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(2 * args.encoders as usize);
     let (done_tx, done_rx) = mpsc::channel::<Done<Rows>>(2 * args.encoders as usize);
@@ -349,9 +460,10 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     let reader = {
         let plan = plan.clone();
         let progress = progress.clone();
+        let stop = stop.clone();
         std::thread::Builder::new()
             .name("reader".into())
-            .spawn(move || read_jobs(&plan, job_rows, jobs_tx, progress))?
+            .spawn(move || read_jobs(&plan, job_rows, jobs_tx, progress, &stop))?
     };
     let mut writer = Writer {
         shards: ShardWriter::new(
@@ -360,7 +472,8 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
             schema.clone(),
             plan.args.rows_per_shard,
             info.dim,
-        ),
+        )
+        .starting_at(plan.resume.as_ref().map_or(0, |r| r.kept.len() as u64)),
         manifest,
         manifest_path: plan.manifest_path.clone(),
         schema,
@@ -373,6 +486,8 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         progress: progress.clone(),
         first_row_at: None,
         rows_read: 0,
+        max_failed_rows: args.max_failed_rows,
+        restarts: pool.restarts(),
     };
     let writer_thread = std::thread::Builder::new()
         .name("writer".into())
@@ -381,12 +496,29 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
             (writer, res)
         })?;
 
-    // A signal stops the run at once: the pool (and with it every encoder) is dropped, complete
-    // shards stay, the open one is removed, and the manifest says `interrupted`.
-    let pool_res = tokio::select! {
-        res = pool.run(jobs_rx, done_tx) => res,
-        sig = shutdown_signal() => Err(anyhow::Error::new(Interrupted(sig))),
+    // A first signal stops reading; the rows in flight are finished and written, and the open
+    // shard is flushed (marked partial). A second one stops at once: the pool (and with it
+    // every encoder) is dropped, and the open shard is removed. Either way the manifest says
+    // `interrupted` and lists every shard on disk.
+    let pool_run = pool.run(jobs_rx, done_tx);
+    tokio::pin!(pool_run);
+    let mut first_signal: Option<&'static str> = None;
+    let pool_res = loop {
+        tokio::select! {
+            res = &mut pool_run => break res,
+            sig = signals.recv() => {
+                if first_signal.is_some() {
+                    break Err(Interrupted(sig).into());
+                }
+                first_signal = Some(sig);
+                stop.store(true, Ordering::SeqCst);
+                progress.suspend(|| eprintln!(
+                    "chatspace: {sig}: finishing the rows in flight; send it again to stop at once"
+                ));
+            }
+        }
     };
+    let graceful = first_signal.filter(|_| pool_res.is_ok());
     let read_res = reader
         .join()
         .map_err(|_| anyhow!("reader thread panicked"))?;
@@ -405,7 +537,15 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect();
-            writer.shards_done(stats.rows_read).err()
+            match graceful {
+                Some(sig) => Some(
+                    writer
+                        .flush_partial()
+                        .err()
+                        .unwrap_or_else(|| Interrupted(sig).into()),
+                ),
+                None => writer.shards_done(stats.rows_read).err(),
+            }
         }
     };
     if let Some(err) = failure {
@@ -417,9 +557,11 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         } else {
             Status::Failed
         };
-        // Keep the manifest true to the shards that are complete.
-        manifest::write_json_atomic(&plan.manifest_path, &writer.manifest)
-            .context("while recording the failed run")?;
+        // Keep the manifest true to the shards that are complete. If even that fails (a full
+        // disk), the earlier manifest still lists only complete shards; report the first error.
+        if let Err(e) = manifest::write_json_atomic(&plan.manifest_path, &writer.manifest) {
+            tracing::error!("could not record the failed run in the manifest: {e:#}");
+        }
         return Err(err);
     }
     let summary = writer.summary(&plan, started, args.encoders);
@@ -431,6 +573,12 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
 }
 
 impl Writer {
+    /// Closes the open shard early, marked partial, and records it.
+    fn flush_partial(&mut self) -> Result<()> {
+        let last: Vec<_> = self.shards.close_partial()?.into_iter().collect();
+        self.record(last)
+    }
+
     /// Closes the last shard and marks the manifest complete.
     fn shards_done(&mut self, rows_read: u64) -> Result<()> {
         let last: Vec<_> = self.shards.close()?.into_iter().collect();
@@ -458,6 +606,7 @@ impl Writer {
             rows_total: m.rows_total,
             rows_skipped: m.rows_skipped,
             rows_truncated: m.rows_truncated,
+            rows_failed: m.rows_failed_count,
             tokens: self.tokens,
             padded_tokens: self.padded_tokens,
             seconds_to_first_row: self
@@ -471,6 +620,7 @@ impl Writer {
             num_shards: m.shards.len() as u64,
             embedding_dim: m.embedding_dim,
             encoders,
+            encoder_restarts: self.restarts.counts(),
             manifest_path: plan.manifest_path.display().to_string(),
             min_norm: m.min_norm,
             max_norm: m.max_norm,

@@ -11,6 +11,7 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
+use parquet::errors::ParquetError;
 use parquet::file::properties::WriterProperties;
 use parquet::schema::types::ColumnPath;
 use serde::{Deserialize, Serialize};
@@ -41,6 +42,10 @@ pub struct ShardRecord {
     pub max_norm: f32,
     /// When the shard was closed (RFC 3339, UTC).
     pub created_at: String,
+    /// Closed early, with fewer than `rows_per_shard` rows, by an interrupted run; `--resume`
+    /// writes it again whole.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
 }
 
 /// A file writer that hashes and counts what passes through it.
@@ -139,6 +144,12 @@ impl ShardWriter {
         }))
     }
 
+    /// Continues the numbering after `kept` shards (for `--resume`).
+    pub fn starting_at(mut self, kept: u64) -> Self {
+        self.next_index = kept;
+        self
+    }
+
     /// Appends `batch` (whose rows have the given `row_index` values and embedding `norms`),
     /// closing shards as they fill up. Returns the shards closed by this call.
     pub fn write(
@@ -157,7 +168,12 @@ impl ShardWriter {
             };
             let room = (rows_per_shard - shard.rows) as usize;
             let take = room.min(batch.num_rows() - start);
-            shard.writer.write(&batch.slice(start, take))?;
+            let tmp = &shard.tmp;
+            shard
+                .writer
+                .write(&batch.slice(start, take))
+                .map_err(parquet_error)
+                .with_context(|| format!("cannot write shard file {}", tmp.display()))?;
             for &n in &norms[start..start + take] {
                 shard.min_norm = shard.min_norm.min(n);
                 shard.max_norm = shard.max_norm.max(n);
@@ -177,16 +193,11 @@ impl ShardWriter {
         let Some(shard) = self.open.take() else {
             return Ok(None);
         };
-        let mut sink = shard.writer.into_inner()?;
-        sink.flush()?;
-        let file = sink
-            .inner
-            .into_inner()
-            .map_err(|e| e.into_error())
-            .context("cannot flush shard")?;
-        file.sync_all()
-            .with_context(|| format!("cannot sync {}", shard.tmp.display()))?;
-        drop(file);
+        // A shard that cannot be finished (disk full, file size limit) leaves no file behind.
+        let (bytes, sha256) = finish(shard.writer).map_err(|e| {
+            let _ = std::fs::remove_file(&shard.tmp);
+            e.context(format!("cannot write shard file {}", shard.tmp.display()))
+        })?;
         let name = shard_file_name(shard.index);
         let final_path = self.dir.join(&name);
         std::fs::rename(&shard.tmp, &final_path)
@@ -201,15 +212,21 @@ impl ShardWriter {
             shard_index: shard.index,
             path: rel,
             rows: shard.rows,
-            bytes: sink.bytes,
-            sha256: hex(&sink.hash.finalize()),
+            bytes,
+            sha256,
             first_row_index: shard.first_row,
             last_row_index: shard.last_row,
             embedding_dim: self.dim,
             min_norm: shard.min_norm,
             max_norm: shard.max_norm,
             created_at: crate::manifest::now_rfc3339(),
+            partial: false,
         }))
+    }
+
+    /// Closes the open shard early (an interrupted run keeps its rows), marked partial.
+    pub fn close_partial(&mut self) -> Result<Option<ShardRecord>> {
+        Ok(self.close()?.map(|s| ShardRecord { partial: true, ..s }))
     }
 
     /// Removes the open shard's temporary file without finishing it.
@@ -218,6 +235,27 @@ impl ShardWriter {
             drop(shard.writer);
             let _ = std::fs::remove_file(&shard.tmp);
         }
+    }
+}
+
+/// Writes the footer and everything buffered, and syncs the file: its size and hex SHA-256.
+fn finish(writer: ArrowWriter<HashingFile>) -> Result<(u64, String)> {
+    let mut sink = writer.into_inner().map_err(parquet_error)?;
+    sink.flush()?;
+    let file = sink.inner.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    Ok((sink.bytes, hex(&sink.hash.finalize())))
+}
+
+/// A Parquet error, with an I/O error inside it brought out as the cause (so the message reads
+/// `File too large (os error 27)`, not `External: ...`).
+fn parquet_error(e: ParquetError) -> anyhow::Error {
+    match e {
+        ParquetError::External(inner) => match inner.downcast::<io::Error>() {
+            Ok(io) => anyhow::Error::new(*io),
+            Err(other) => anyhow::anyhow!(other),
+        },
+        other => other.into(),
     }
 }
 

@@ -19,14 +19,26 @@ pub enum Error {
         /// The places looked at, already joined for display.
         tried: String,
     },
-    /// The library exists but could not be loaded (not a library, or too old).
+    /// The file exists but is not a loadable ONNX Runtime library.
     #[error("could not load ONNX Runtime from {path}")]
     RuntimeLoad {
         /// The library file.
         path: PathBuf,
-        /// What `ort` said (it names the version it found when that is the problem).
+        /// Why: the dynamic loader's message, or what the library lacks.
         #[source]
-        source: ort::LoadDynamicError,
+        source: Detail,
+    },
+    /// The library is ONNX Runtime, but a version too old for the encoder.
+    #[error(
+        "ONNX Runtime at {path} is version {found}, but chatspace-encoder needs {needed} or newer"
+    )]
+    RuntimeVersion {
+        /// The library file.
+        path: PathBuf,
+        /// The version it reports.
+        found: String,
+        /// The oldest version that works (`1.17`).
+        needed: String,
     },
     /// ONNX Runtime refused to create its environment or session options.
     #[error("could not set up ONNX Runtime")]
@@ -77,14 +89,14 @@ pub enum Error {
         #[source]
         source: tokenizers::Error,
     },
-    /// ONNX Runtime could not load the model file.
+    /// ONNX Runtime could not load the model file (not ONNX, truncated, corrupt, unsupported).
     #[error("could not load ONNX model {path}")]
     LoadModel {
         /// The `.onnx` file.
         path: PathBuf,
-        /// What ONNX Runtime said.
+        /// What ONNX Runtime said, without its own copy of the path.
         #[source]
-        source: ort::Error,
+        source: Detail,
     },
     /// The model's inputs or outputs are not ones the encoder knows how to feed or read.
     #[error("ONNX model {path}: {reason}")]
@@ -155,9 +167,10 @@ impl Error {
     /// The process exit code this error ends the encoder with (see [`chatspace_proto::exit`]).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Error::RuntimeNotFound { .. } | Error::RuntimeLoad { .. } | Error::RuntimeSetup(_) => {
-                exit::NO_RUNTIME
-            }
+            Error::RuntimeNotFound { .. }
+            | Error::RuntimeLoad { .. }
+            | Error::RuntimeVersion { .. }
+            | Error::RuntimeSetup(_) => exit::NO_RUNTIME,
             Error::ModelDirMissing(_)
             | Error::ModelFileMissing { .. }
             | Error::ReadConfig { .. }
@@ -178,6 +191,12 @@ impl Error {
         }
     }
 }
+
+/// The cause of an error, as text, when the library that failed gives no error value worth
+/// keeping (a `dlerror()` string, or an ONNX Runtime message with the path cut out).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Detail(pub String);
 
 /// Shorthand for results of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -13,12 +13,18 @@
 //! [`chatspace_proto::exit`]: 3 for a bad model folder or input line, 4 when ONNX Runtime cannot
 //! be found or loaded, 5 for a failed handshake, 1 otherwise. Logs go to stderr, filtered by
 //! `CHATSPACE_LOG` (or `RUST_LOG`), `warn` by default; stdout carries only `embed`'s output.
+//!
+//! Test only: debug builds of `serve` read `CHATSPACE_TEST_FAULTS` (e.g. `abort:BOOM,hang:ZZZ`)
+//! and abort, hang or fail on units whose texts contain a marker, so the tests can check that
+//! the supervisor survives its encoders (see `faults.rs`). Release builds have no such hook.
 
 mod batching;
 mod config;
 mod embed;
 mod engine;
 mod error;
+#[cfg(debug_assertions)]
+mod faults;
 mod ir_version;
 mod model;
 mod pooling;

@@ -95,7 +95,8 @@ impl Model {
                     .and_then(|(model_ir, max_ir)| {
                         let bytes = std::fs::read(&path).ok()?;
                         let patched = crate::ir_version::with_ir_version(&bytes, max_ir)?;
-                        tracing::warn!(
+                        // Nothing for the user to do: say it only at info level.
+                        tracing::info!(
                             "{} declares ONNX IR version {model_ir}, newer than this ONNX Runtime's {max_ir}; loading it as IR version {max_ir}",
                             path.display()
                         );
@@ -103,7 +104,7 @@ impl Model {
                     });
                 retry.ok_or_else(|| Error::LoadModel {
                     path: path.clone(),
-                    source,
+                    source: load_detail(&path, &source),
                 })?
             }
         };
@@ -255,6 +256,15 @@ impl Model {
     pub fn path(&self) -> &PathBuf {
         &self.path
     }
+}
+
+/// ONNX Runtime's reason for not loading `path`, without the `Load model from <path> failed:`
+/// that repeats what our message says.
+fn load_detail(path: &std::path::Path, err: &ort::Error) -> crate::error::Detail {
+    let text = err.to_string();
+    let prefix = format!("Load model from {} failed:", path.display());
+    let reason = text.strip_prefix(&prefix).unwrap_or(&text).trim();
+    crate::error::Detail(reason.to_string())
 }
 
 /// Maps the session's inputs to what the encoder feeds; an error names any input it cannot feed.

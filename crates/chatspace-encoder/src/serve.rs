@@ -48,12 +48,17 @@ struct Job {
     unit_id: u64,
     /// The tokenized texts, or why tokenizing failed (one line).
     texts: Result<Vec<Tokenized>, String>,
+    /// The test fault this unit triggers (debug builds only; see `faults.rs`).
+    #[cfg(debug_assertions)]
+    fault: Option<crate::faults::Action>,
 }
 
 /// Runs a whole session. Returns when the supervisor says `Shutdown` and every unit received is
 /// answered, or when the supervisor is gone.
 pub fn serve(opts: &ServeOptions) -> Result<()> {
     die_with_parent();
+    #[cfg(debug_assertions)]
+    crate::faults::init();
     let secret = std::env::var(SECRET_ENV).map_err(|_| Error::NoSecret)?;
     let connect_err = |source| Error::Connect {
         path: opts.socket.clone(),
@@ -145,6 +150,8 @@ fn read_units(stream: &Stream, tokenizer: &TextTokenizer, tx: &SyncSender<Job>) 
                 let job = Job {
                     unit_id: work.unit_id,
                     texts,
+                    #[cfg(debug_assertions)]
+                    fault: crate::faults::check(&work.texts),
                 };
                 if tx.send(job).is_err() {
                     return; // The main thread has stopped; it decides how the process ends.
@@ -168,6 +175,19 @@ fn read_units(stream: &Stream, tokenizer: &TextTokenizer, tx: &SyncSender<Job>) 
 /// channel after `Shutdown`.
 fn answer_units(stream: &Stream, engine: &mut Engine, rx: &Receiver<Job>) -> Result<()> {
     for job in rx {
+        #[cfg(debug_assertions)]
+        if let Some(action) = job.fault {
+            let reason = crate::faults::trigger(action);
+            tracing::warn!(unit_id = job.unit_id, %reason, "unit failed");
+            send(
+                stream,
+                &FromEncoder::Failed {
+                    unit_id: job.unit_id,
+                    reason,
+                },
+            )?;
+            continue;
+        }
         let result = job
             .texts
             .and_then(|texts| engine.embed_unit(&texts).map_err(|e| one_line(&e)));
