@@ -78,6 +78,10 @@ pub struct EmbedArgs {
     /// Rows per inference batch.
     #[arg(long, default_value_t = 32, value_parser = positive::<u32>)]
     pub batch_size: u32,
+    /// Padded tokens (rows × longest row) per inference batch, with --batch-size as the row cap;
+    /// 0 for no limit. Texts are sorted by length within each unit, so batches stay dense.
+    #[arg(long, default_value_t = 1024)]
+    pub tokens_per_batch: u32,
     /// Rows per Parquet shard.
     #[arg(long, default_value_t = 8192, value_parser = positive::<u64>)]
     pub rows_per_shard: u64,

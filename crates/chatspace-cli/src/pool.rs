@@ -106,6 +106,10 @@ pub struct PoolConfig {
     pub threads: u32,
     /// Rows per inference batch.
     pub batch_size: u32,
+    /// Padded tokens per inference batch (0: no limit).
+    pub tokens_per_batch: u32,
+    /// Set when the run is stopping: no new job is taken from the queue.
+    pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// How long an encoder may take to connect and load its model.
     pub startup_timeout: Duration,
     /// Timeouts, restarts and failed rows.
@@ -459,7 +463,9 @@ async fn start_one(
         .arg("--threads")
         .arg(cfg.threads.to_string())
         .arg("--batch-size")
-        .arg(cfg.batch_size.to_string());
+        .arg(cfg.batch_size.to_string())
+        .arg("--tokens-per-batch")
+        .arg(cfg.tokens_per_batch.to_string());
     if let Some(lib) = &cfg.ort_lib {
         cmd.arg("--ort-lib").arg(lib);
     }
@@ -801,8 +807,11 @@ struct Slot<P> {
     deadline: Option<Instant>,
 }
 
-async fn next_job<P>(jobs: &Mutex<mpsc::Receiver<Job<P>>>) -> Option<Job<P>> {
-    jobs.lock().await.recv().await
+/// The next job of the normal queue; `None` once it is closed, or once the run is stopping
+/// (jobs still queued then are dropped: they were never sent, and `--resume` redoes them).
+async fn next_job<P>(shared: &Shared<P>) -> Option<Job<P>> {
+    let job = shared.jobs.lock().await.recv().await;
+    job.filter(|_| !shared.cfg.stop.load(std::sync::atomic::Ordering::SeqCst))
 }
 
 /// An error and its causes on one line.
@@ -886,7 +895,7 @@ impl<P: Send + 'static> Slot<P> {
             let deadline = self.deadline;
             let event = tokio::select! {
                 () = &mut notified => Event::Woken,
-                job = next_job(&shared.jobs), if take_normal => Event::Job(job),
+                job = next_job(&shared), if take_normal => Event::Job(job),
                 msg = self.enc.rx.recv() => Event::Message(msg),
                 () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)),
                     if deadline.is_some() => Event::TimedOut,

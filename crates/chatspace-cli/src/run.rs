@@ -39,7 +39,7 @@ pub const ADDED_COLUMNS: [&str; 6] = [
 
 /// Rows per job, as a multiple of the batch size: encoders sort a job's texts by length before
 /// cutting batches, so larger jobs mean less padding.
-const JOB_BATCHES: u32 = 8;
+const JOB_BATCHES: u32 = 32;
 
 /// Input rows that travel with a job, to be written next to their embeddings.
 #[derive(Debug)]
@@ -115,9 +115,11 @@ fn progress_bar(plan: &RunPlan) -> ProgressBar {
     bar
 }
 
-/// Reads the dataset into jobs of at most `job_rows` texts each.
+/// Reads the dataset into jobs of at most `job_rows` texts each (the first ones starting at
+/// one batch of `batch_rows` and doubling).
 fn read_jobs(
     plan: &RunPlan,
+    batch_rows: usize,
     job_rows: usize,
     jobs: mpsc::Sender<Job<Rows>>,
     progress: ProgressBar,
@@ -156,14 +158,21 @@ fn read_jobs(
             *stats.skipped.entry(why).or_default() += n;
         }
         progress.inc(skipped);
-        let ranges = extract::job_ranges(&ex.texts, job_rows, extract::MAX_JOB_BYTES);
-        let mut texts = ex.texts.into_iter();
-        for keep in ranges.into_iter().map(|r| &ex.keep[r]) {
+        let mut start = 0;
+        while start < ex.texts.len() {
+            // The first jobs are small, so the first rows are written within a second; later
+            // ones are large, so encoders can sort many texts by length before batching.
+            let cap = job_rows.min(batch_rows << next_id.min(16));
+            let first =
+                extract::job_ranges(&ex.texts[start..], cap, extract::MAX_JOB_BYTES).remove(0);
+            let range = start + first.start..start + first.end;
+            start = range.end;
+            let keep = &ex.keep[range.clone()];
             let idx = UInt32Array::from(keep.to_vec());
             let rows = arrow::compute::take_record_batch(&batch, &idx)?;
             let job = Job {
                 id: next_id,
-                texts: texts.by_ref().take(keep.len()).collect(),
+                texts: ex.texts[range].iter_mut().map(std::mem::take).collect(),
                 payload: Rows {
                     batch: rows,
                     row_index: keep.iter().map(|&k| base + k as i64).collect(),
@@ -377,6 +386,7 @@ impl Signals {
 pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     let started = Instant::now();
     let args = plan.args.clone();
+    let stop = Arc::new(AtomicBool::new(false));
     let cfg = PoolConfig {
         encoder_bin: plan.encoder_bin.clone(),
         encoders: args.encoders,
@@ -385,6 +395,8 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         ort_lib: args.ort_lib.clone(),
         threads: args.threads,
         batch_size: args.batch_size,
+        tokens_per_batch: args.tokens_per_batch,
+        stop: stop.clone(),
         startup_timeout: Duration::from_secs(300),
         recovery: Recovery::from_args(&args),
     };
@@ -452,7 +464,6 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     manifest::write_json_atomic(&plan.manifest_path, &manifest)?;
 
     let progress = progress_bar(&plan);
-    let stop = Arc::new(AtomicBool::new(false));
     let job_rows = (args.batch_size * JOB_BATCHES) as usize;
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(2 * args.encoders as usize);
     let (done_tx, done_rx) = mpsc::channel::<Done<Rows>>(2 * args.encoders as usize);
@@ -463,7 +474,10 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("reader".into())
-            .spawn(move || read_jobs(&plan, job_rows, jobs_tx, progress, &stop))?
+            .spawn(move || {
+                let batch_rows = plan.args.batch_size as usize;
+                read_jobs(&plan, batch_rows, job_rows, jobs_tx, progress, &stop)
+            })?
     };
     let mut writer = Writer {
         shards: ShardWriter::new(

@@ -8,14 +8,27 @@ use crate::config::Side;
 use crate::tokenize::Tokenized;
 
 /// Groups row indices into batches: sorted by `lengths` (longest first, ties in input order),
-/// at most `max_rows` rows each.
-pub fn plan(lengths: &[usize], max_rows: usize) -> Vec<Vec<usize>> {
+/// at most `max_rows` rows each and, with a token budget, at most `max_tokens` padded tokens
+/// (rows × the batch's longest row) each; a batch always takes at least one row.
+pub fn plan(lengths: &[usize], max_rows: usize, max_tokens: Option<usize>) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    order
-        .chunks(max_rows.max(1))
-        .map(<[usize]>::to_vec)
-        .collect()
+    let max_rows = max_rows.max(1);
+    let mut batches: Vec<Vec<usize>> = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for i in order {
+        // Sorted longest first: the batch's first row sets its padded length.
+        let longest = current.first().map_or(lengths[i], |&f| lengths[f]).max(1);
+        let fits_tokens = max_tokens.is_none_or(|t| (current.len() + 1) * longest <= t);
+        if !current.is_empty() && (current.len() == max_rows || !fits_tokens) {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.push(i);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
 
 /// One batch as the model takes it: row-major `[rows, seq]` tensors.
@@ -93,15 +106,27 @@ mod tests {
 
     #[test]
     fn plan_sorts_longest_first_and_caps_rows() {
-        let batches = plan(&[3, 9, 1, 9, 5], 2);
+        let batches = plan(&[3, 9, 1, 9, 5], 2, None);
         assert_eq!(batches, vec![vec![1, 3], vec![4, 0], vec![2]]);
-        assert!(plan(&[], 4).is_empty());
+        assert!(plan(&[], 4, None).is_empty());
+    }
+
+    #[test]
+    fn plan_fills_batches_to_a_token_budget() {
+        // Budget 20: [9, 9] pads to 18; 5+3+1 pads to 15 (and a 4th row would not fit anyway).
+        let batches = plan(&[3, 9, 1, 9, 5], 32, Some(20));
+        assert_eq!(batches, vec![vec![1, 3], vec![4, 0, 2]]);
+        // A row longer than the budget still gets a batch of its own.
+        assert_eq!(plan(&[50, 2], 32, Some(20)), vec![vec![0], vec![1]]);
+        for b in plan(&[7; 100], 32, Some(64)) {
+            assert!(b.len() * 7 <= 64);
+        }
     }
 
     #[test]
     fn plan_covers_every_row_once() {
         let lengths: Vec<usize> = (0..37).map(|i| (i * 7919) % 13).collect();
-        let mut seen: Vec<usize> = plan(&lengths, 5).into_iter().flatten().collect();
+        let mut seen: Vec<usize> = plan(&lengths, 5, Some(24)).into_iter().flatten().collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..37).collect::<Vec<_>>());
     }

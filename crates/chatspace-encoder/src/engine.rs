@@ -26,6 +26,8 @@ pub struct EngineOptions {
     pub threads: usize,
     /// Most rows per inference batch.
     pub batch_size: usize,
+    /// Most padded tokens per inference batch, if limited.
+    pub tokens_per_batch: Option<usize>,
 }
 
 /// The vectors of one unit and what it cost.
@@ -45,6 +47,7 @@ pub struct UnitOutput {
 pub struct Engine {
     model: Model,
     batch_size: usize,
+    tokens_per_batch: Option<usize>,
     padding_side: Side,
     pad_id: u32,
     // The session is built in this environment; keep it alive as long as the model.
@@ -76,6 +79,7 @@ pub fn load(opts: &EngineOptions) -> Result<(TextTokenizer, Engine, ModelInfo)> 
     let engine = Engine {
         model,
         batch_size: opts.batch_size.max(1),
+        tokens_per_batch: opts.tokens_per_batch,
         padding_side: cfg.padding_side,
         pad_id: tokenizer.pad_id(),
         _runtime: rt,
@@ -100,7 +104,7 @@ impl Engine {
             truncated: texts.iter().filter(|t| t.truncated).count() as u32,
         };
         let lengths: Vec<usize> = texts.iter().map(|t| t.ids.len()).collect();
-        for rows in batching::plan(&lengths, self.batch_size) {
+        for rows in batching::plan(&lengths, self.batch_size, self.tokens_per_batch) {
             let refs: Vec<&Tokenized> = rows.iter().map(|&i| &texts[i]).collect();
             let batch = batching::pad(&refs, self.padding_side, self.pad_id);
             let vectors = self.model.embed(&batch)?;

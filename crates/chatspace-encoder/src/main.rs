@@ -96,6 +96,9 @@ struct ModelArgs {
     #[arg(long, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..))]
     batch_size: u32,
+    /// Most padded tokens (rows × longest row) per inference batch; 0 for no limit.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    tokens_per_batch: u32,
     /// Token limit per text, overriding the model folder's max_seq_length.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     max_seq_length: Option<u32>,
@@ -112,6 +115,7 @@ impl ModelArgs {
             ort_lib: self.ort_lib,
             threads: usize::from(self.threads),
             batch_size: self.batch_size as usize,
+            tokens_per_batch: (self.tokens_per_batch > 0).then_some(self.tokens_per_batch as usize),
         }
     }
 }
