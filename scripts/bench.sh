@@ -18,8 +18,9 @@
 #
 #   --rows N      MiniLM rows (default 4096)
 #   --quick       a smoke run: 256 MiniLM rows, 8,192 null-384 rows, fewer start-up runs
-#   --repeats R   rounds of the interleaved MiniLM and null-384 contenders (default 2, 1 with
-#                 --quick; the order is reversed every other round; medians are reported)
+#   --repeats R   rounds of the interleaved MiniLM and null-384 contenders (default 3, 1 with
+#                 --quick; the order is reversed every other round; medians are reported, over
+#                 the rounds in which the rest of the machine stayed quiet when there are any)
 #   --json PATH   also write the results as JSON to PATH
 #   --keep DIR    keep chatspace's output and the per-run logs in DIR (default: a temp folder,
 #                 removed at the end)
@@ -49,7 +50,7 @@ while (($# > 0)); do
             ;;
         --quick) driver_args+=("$1") ;;
         -h | --help)
-            sed -n '2,29s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
+            sed -n '2,30s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"
             exit 0
             ;;
         *) die "unknown argument: $1 (see --help)" ;;

@@ -32,6 +32,9 @@ sys.path.insert(0, HERE)
 from workers import OthersCpu, load_tokenizer  # noqa: E402
 
 MB = 1e6
+# A run during which the rest of the machine used more CPU than this (in cores) is "noisy":
+# medians and ratios use only the quiet runs (rounds) when there are any.
+QUIET_CORES = 0.25
 
 # The MiniLM contenders, in round order (reversed every other round). The headline chatspace
 # configuration sits between its two baselines so that both comparisons are of neighbours.
@@ -137,10 +140,12 @@ class Watcher(threading.Thread):
 
     def run(self):
         children_due = 0.0
+        started = psutil.Process(self.pid).create_time()
         while not self.stop.is_set():
             self.note(self.pid)
             if time.monotonic() >= children_due:
                 children_due = time.monotonic() + self.children_every
+                self.note(self.pid, sched=True, created=started)
                 try:
                     kids = psutil.Process(self.pid).children(recursive=True)
                 except psutil.NoSuchProcess:
@@ -192,13 +197,15 @@ def run_chatspace(ctx, label, model, extra, max_rows, watch=True):
         "seconds": wall,
         "others_cores": others_cores,
         "summary": summary,
-        "config": {k: run_config.get(k) for k in ("encoders", "threads", "batch_size")},
+        "config": {k: run_config.get(k) for k in ("encoders", "threads", "batch_size",
+                                                     "tokens_per_batch")},
         "launch_to_start_s": launch_to_start,
         "launch_to_first_row_s": launch_to_start + (summary["seconds_to_first_row"] or 0.0),
         "output": out,
     }
     if watcher:
-        result["supervisor_peak_rss"] = watcher.procs.get(proc.pid, {}).get("hwm", 0)
+        result["supervisor"] = watcher.procs.get(proc.pid, {"hwm": 0})
+        result["supervisor_peak_rss"] = result["supervisor"]["hwm"]
         # As last seen, up to 100 ms before each encoder ended.
         result["encoders"] = [p for pid, p in watcher.procs.items()
                               if pid != proc.pid and p["name"].startswith("chatspace-enc")]
@@ -295,6 +302,7 @@ class Ctx:
         # encoder is found next to `chatspace`; ONNX Runtime is then given with --ort-lib.
         bindir = os.path.join(self.work, "bin")
         os.makedirs(bindir, exist_ok=True)
+        self.chatspace_built = os.path.join(args.root, "target", "release", "chatspace")
         for name in ("chatspace", "chatspace-encoder"):
             shutil.copy2(os.path.join(args.root, "target", "release", name), bindir)
         self.chatspace = os.path.join(bindir, "chatspace")
@@ -309,11 +317,13 @@ class Ctx:
 
 
 def versions(ctx):
+    """What is measured: the tree's commit when the binaries were copied, their build times."""
     from importlib.metadata import version
 
     git = subprocess.run(["git", "-C", ctx.root, "describe", "--always", "--dirty"],
                          capture_output=True, text=True).stdout.strip()
-    out = {"chatspace_git": git or "unknown"}
+    built = datetime.fromtimestamp(os.path.getmtime(ctx.chatspace_built)).isoformat(" ", "seconds")
+    out = {"chatspace_git": git or "unknown", "chatspace_built": built}
     for pkg in ("sentence-transformers", "torch", "transformers", "onnxruntime", "tokenizers"):
         out[pkg] = version(pkg)
     return out
@@ -321,6 +331,16 @@ def versions(ctx):
 
 def med(values):
     return statistics.median(values)
+
+
+def quiet(*runs):
+    return all(x["others_cores"] <= QUIET_CORES for x in runs)
+
+
+def quiet_or_all(items, runs_of=lambda item: (item,)):
+    """The items whose runs were all quiet, or every item when none was."""
+    kept = [i for i in items if quiet(*runs_of(i))]
+    return kept or list(items)
 
 
 def main():
@@ -334,7 +354,7 @@ def main():
     p.add_argument("--keep")
     args = p.parse_args()
     rows = args.rows or (256 if args.quick else 4096)
-    repeats = args.repeats or (1 if args.quick else 2)
+    repeats = args.repeats or (1 if args.quick else 3)
     if rows < 1 or repeats < 1:
         raise SystemExit("bench: --rows and --repeats must be positive")
     null_rows = 8192 if args.quick else None  # None: all 63,904
@@ -354,7 +374,8 @@ def main():
 
 def bench(ctx, rows, null_rows, repeats, startup_runs):
     load_start = os.getloadavg()
-    say(f"work folder {ctx.work}; load average {load_start}")
+    measured = versions(ctx)
+    say(f"work folder {ctx.work}; load average {load_start}; {measured}")
     texts = load_texts(ctx.parquet, rows)
     lens = [len(e.ids) for e in load_tokenizer(ctx.minilm).encode_batch(texts)]
     tokens = sum(lens)  # real tokens = sum of attention masks, counted once
@@ -390,22 +411,29 @@ def bench(ctx, rows, null_rows, repeats, startup_runs):
     cs_texts, cs_emb = chatspace_embeddings(runs[CS_MAIN][0]["output"])
     if cs_texts != texts:
         raise SystemExit("bench: chatspace embedded other texts than the Python baselines")
-    best_ort = max((ORT_ROWS, ORT_TOKENS), key=lambda n: -med(x["seconds"] for x in runs[n]))
+
+    def seconds(name):
+        return med(x["seconds"] for x in quiet_or_all(runs[name]))
 
     def per_round_ratio(name, base):
-        return med(b["seconds"] / x["seconds"] for x, b in zip(runs[name], runs[base]))
+        pairs = quiet_or_all(list(zip(runs[name], runs[base])), runs_of=lambda p: p)
+        return med(b["seconds"] / x["seconds"] for x, b in pairs)
+
+    best_ort = min((ORT_ROWS, ORT_TOKENS), key=seconds)
 
     minilm = []
     for name in ROUND[::-1]:
         rs = runs[name]
-        secs = med(x["seconds"] for x in rs)
+        secs = seconds(name)
         row = {"name": name, "seconds": secs, "all_seconds": [x["seconds"] for x in rs],
                "others_cores": [round(x["others_cores"], 2) for x in rs],
+               "rounds_used": len(quiet_or_all(rs)),
                "rows": len(texts), "tokens": tokens,
                "rows_per_s": len(texts) / secs, "tokens_per_s": tokens / secs,
                "command": rs[0]["command"]}
         if name in CHATSPACE:
             s = rs[0]["summary"]
+            used = quiet_or_all(rs)  # the run summaries' figures: same rounds as `seconds`
             if s["tokens"] != tokens:
                 say(f"note: {name} counted {s['tokens']} tokens, Python {tokens}")
             for x in rs:
@@ -418,16 +446,20 @@ def bench(ctx, rows, null_rows, repeats, startup_runs):
                 config=rs[0]["config"],
                 vs_st=per_round_ratio(name, ST),
                 vs_best_ort=per_round_ratio(name, best_ort),
-                summary_duration_s=med(x["summary"]["duration_seconds"] for x in rs),
-                summary_rows_per_s=med(x["summary"]["rows_per_second"] for x in rs),
+                summary_duration_s=med(x["summary"]["duration_seconds"] for x in used),
+                summary_rows_per_s=med(x["summary"]["rows_per_second"] for x in used),
                 summary_tokens=s["tokens"],
                 summary_padded_tokens=s["padded_tokens"],
                 padding_ratio=s["padding_ratio"],
-                seconds_to_first_row=med(x["summary"]["seconds_to_first_row"] for x in rs),
-                launch_to_start_s=med(x["launch_to_start_s"] for x in rs),
-                launch_to_first_row_s=med(x["launch_to_first_row_s"] for x in rs),
+                seconds_to_first_row=med(x["summary"]["seconds_to_first_row"] for x in used),
+                launch_to_start_s=med(x["launch_to_start_s"] for x in used),
+                launch_to_first_row_s=med(x["launch_to_first_row_s"] for x in used),
                 supervisor_peak_rss=max(x["supervisor_peak_rss"] for x in rs),
+                supervisor=[x["supervisor"] for x in rs],
                 encoders=[x["encoders"] for x in rs],
+                per_round=[{k: x["summary"][k] for k in (
+                    "duration_seconds", "rows_per_second", "seconds_to_first_row")}
+                    | {"launch_to_first_row_s": x["launch_to_first_row_s"]} for x in rs],
             )
         elif name == ENCODER_ALONE:
             row.update(kind="diagnostic", load_s=enc_load,
@@ -461,8 +493,8 @@ def bench(ctx, rows, null_rows, repeats, startup_runs):
         if x["summary"]["rows_total"] != len(null_texts):
             raise SystemExit(f"bench: null-384 embedded {x['summary']['rows_total']} rows, "
                              f"expected {len(null_texts)}")
-    null_secs = med(x["seconds"] for x in null_runs)
-    floor_secs = med(x["seconds"] for x in floors)
+    null_secs = med(x["seconds"] for x in quiet_or_all(null_runs))
+    floor_secs = med(x["seconds"] for x in quiet_or_all(floors))
     null = {
         "rows": len(null_texts),
         "command": null_runs[0]["command"],
@@ -478,9 +510,11 @@ def bench(ctx, rows, null_rows, repeats, startup_runs):
         "floor_timed": "encode_batch only: no Parquet read; tokenizer load excluded",
         # Each chatspace run against the mean of the floor runs just before and after it.
         "ratio": med((a["seconds"] + b["seconds"]) / 2 / x["seconds"]
-                     for x, a, b in zip(null_runs, floors, floors[1:])),
+                     for x, a, b in quiet_or_all(list(zip(null_runs, floors, floors[1:])),
+                                                 runs_of=lambda t: t)),
         "others_cores": [round(x["others_cores"], 2) for x in null_runs],
         "supervisor_peak_rss": max(x["supervisor_peak_rss"] for x in null_runs),
+        "supervisor": [x["supervisor"] for x in null_runs],
         "encoders": [x["encoders"] for x in null_runs],
     }
 
@@ -513,7 +547,7 @@ def bench(ctx, rows, null_rows, repeats, startup_runs):
         "machine": {"cores": os.cpu_count(), "load_average_start": load_start,
                     "load_average_end": os.getloadavg(),
                     "memory_gib": psutil.virtual_memory().total / (1 << 30)},
-        "versions": versions(ctx),
+        "versions": measured,
         "rows_requested": rows,
         "repeats": repeats,
         "best_raw_ort": best_ort,
@@ -540,27 +574,36 @@ def mb(b):
     return f"{b / MB:.0f} MB"
 
 
-def encoder_line(encs):
-    """Per encoder: peak RSS, CPU s, waiting-for-CPU s, lifetime s (threads summed)."""
+def first_quiet(row):
+    """The first round in which the rest of the machine was quiet (else the first)."""
+    return next((i for i, c in enumerate(row["others_cores"]) if c <= QUIET_CORES), 0)
+
+
+def proc_line(procs):
+    """Per process: peak RSS; seconds on a CPU and waiting for one (threads summed) of its
+    life; the rest of its life it was blocked (idle, or waiting on I/O or another process)."""
     return "; ".join(
-        f"{mb(e['hwm'])}, cpu {e.get('run_s', 0):.1f} s + cpu-wait {e.get('wait_s', 0):.1f} s "
-        f"of {e.get('life_s', 0):.1f} s alive" for e in encs)
+        f"{mb(e['hwm'])}, on-CPU {e.get('run_s', 0):.1f} s + CPU-wait {e.get('wait_s', 0):.1f} s "
+        f"of {e.get('life_s', 0):.1f} s alive" for e in procs)
 
 
 def print_report(rep):
     m = rep["minilm"]
     mach = rep["machine"]
     print()
-    print("chatspace " + rep["versions"]["chatspace_git"] + "; "
-          + ", ".join(f"{k} {v}" for k, v in rep["versions"].items() if k != "chatspace_git")
+    v = rep["versions"]
+    print(f"chatspace {v['chatspace_git']} (release build of {v['chatspace_built']}); "
+          + ", ".join(f"{k} {x}" for k, x in v.items() if not k.startswith("chatspace"))
           + f"; {mach['cores']} cores; load average {mach['load_average_start'][0]:.1f} at "
           f"the start, {mach['load_average_end'][0]:.1f} at the end")
     print()
     print(f"1. all-MiniLM-L6-v2: {m[0]['rows']} texts (first {rep['rows_requested']} rows), "
-          f"{m[0]['tokens']} real tokens; median of {rep['repeats']} round(s); ratios are "
-          f"medians of per-round ratios; ORT* = {rep['best_raw_ort']}")
+          f"{m[0]['tokens']} real tokens; {rep['repeats']} round(s); ORT* = "
+          f"{rep['best_raw_ort']}")
+    print(f"Medians over the quiet rounds (others <= {QUIET_CORES} cores; all rounds if none "
+          f"was); ratios are medians of per-round ratios over rounds quiet for both runs.")
     hdr = (f"{'contender':<38} {'seconds':>8} {'rows/s':>7} {'tokens/s':>8} {'vs ST':>6} "
-           f"{'vs ORT*':>7} {'others':>10}  timed")
+           f"{'vs ORT*':>7} {'others':>14} {'used':>4}  timed")
     print(hdr)
     print("-" * (len(hdr) + 60))
     for r in m:
@@ -568,22 +611,27 @@ def print_report(rep):
         vs_ort = f"{r['vs_best_ort']:.2f}x" if "vs_best_ort" in r else ""
         others = "/".join(f"{c:.1f}" for c in r["others_cores"])
         print(f"{r['name']:<38} {r['seconds']:8.2f} {r['rows_per_s']:7.1f} "
-              f"{r['tokens_per_s']:8.0f} {vs_st:>6} {vs_ort:>7} {others:>10}  {r['timed']}")
-    print("others = CPU cores used by the rest of the machine during each round's run. Python "
-          "baselines: 2 threads, one process.")
-    print("chatspace run summaries (run-train.json; its clock starts before the encoders do):")
+              f"{r['tokens_per_s']:8.0f} {vs_st:>6} {vs_ort:>7} {others:>14} "
+              f"{r['rounds_used']:>4}  {r['timed']}")
+    print("others = CPU cores the rest of the machine used during each round's run; used = "
+          "rounds in the median. Python baselines: 2 threads, one process.")
+    print("chatspace run summaries (run-train.json; its clock starts before the encoders do), "
+          "medians over the same rounds:")
     for r in m:
         if r["kind"] != "chatspace":
             continue
         c = r["config"]
         print(f"  {r['name']} ({c['encoders']} enc x {c['threads']} thr, batch "
-              f"{c['batch_size']}): {r['summary_duration_s']:.2f} s, "
+              f"{c['batch_size']} rows / {c['tokens_per_batch']} tokens): "
+              f"{r['summary_duration_s']:.2f} s, "
               f"{r['summary_rows_per_s']:.1f} rows/s, "
               f"{r['summary_tokens'] / r['summary_duration_s']:.0f} tokens/s, padding "
               f"{100 * r['padding_ratio']:.1f}% ({r['summary_padded_tokens']} padded tokens), "
               f"first row at {r['seconds_to_first_row']:.2f} s (+{r['launch_to_start_s']:.3f} s "
               f"launch to run start); supervisor peak RSS {mb(r['supervisor_peak_rss'])}")
-        print(f"    encoders, round 1: {encoder_line(r['encoders'][0])}")
+        i = first_quiet(r)
+        print(f"    round {i + 1}: supervisor {proc_line([r['supervisor'][i]])}")
+        print(f"    round {i + 1}: encoders {proc_line(r['encoders'][i])}")
     for r in m:
         if r["kind"] == "python":
             extra = f", {r['padded_tokens']} padded tokens" if "padded_tokens" in r else ""
@@ -595,6 +643,7 @@ def print_report(rep):
                   f"(min of 3 one-line runs) taken off")
 
     nl = rep["null384"]
+    q = first_quiet(nl)
     print()
     print(f"2./3. null-384: {nl['rows']} texts; chatspace --encoders 2 --threads 1; median of "
           f"{len(nl['chatspace_all_seconds'])} runs, each between two floor runs")
@@ -606,8 +655,9 @@ def print_report(rep):
           f" rows/s  ({nl['floor_timed']}; median of {len(nl['floor_all_seconds'])}; "
           f"encode_batch_fast {nl['floor_fast_rows_per_s']:.0f} rows/s)")
     print(f"  ratio {nl['ratio']:.2f}x. Peak RSS (VmHWM, polled every 10 ms): supervisor "
-          f"{mb(nl['supervisor_peak_rss'])}; encoders (every 100 ms), round 1: "
-          f"{encoder_line(nl['encoders'][0])}")
+          f"{mb(nl['supervisor_peak_rss'])} (the most of any round). Round {q + 1}: supervisor "
+          f"{proc_line([nl['supervisor'][q]])}; encoders (polled every 100 ms) "
+          f"{proc_line(nl['encoders'][q])}")
 
     fr = rep["first_row"]
     print()

@@ -97,7 +97,8 @@ fn debian_chat(out: &Path, max_rows: &str) -> Command {
         .args(["--text-field", "messages", "--extract", "first-assistant"])
         .arg("--model")
         .arg(model("all-MiniLM-L6-v2"))
-        .args(["--encoders", "2", "--batch-size", "16"])
+        // Small units: many of them, so both kills land while work remains.
+        .args(["--encoders", "2", "--batch-size", "16", "--unit-rows", "64"])
         .args(["--max-rows", max_rows, "--rows-per-shard", "250"])
         .args(["--no-progress", "--run-id", "reliability"])
         .arg("--output-root")

@@ -18,7 +18,16 @@ fn embed(out: &Path) -> Command {
         .args(["--text-field", "messages", "--extract", "first-assistant"])
         .arg("--model")
         .arg(model("null-384"))
-        .args(["--encoders", "2", "--max-rows", ROWS, "--no-progress"])
+        // Units well below the shard size, so an interruption lands mid-run.
+        .args([
+            "--encoders",
+            "2",
+            "--unit-rows",
+            "256",
+            "--max-rows",
+            ROWS,
+            "--no-progress",
+        ])
         .args(["--rows-per-shard", &PER_SHARD.to_string()])
         .arg("--output-root")
         .arg(out);

@@ -82,6 +82,11 @@ pub struct EmbedArgs {
     /// 0 for no limit. Texts are sorted by length within each unit, so batches stay dense.
     #[arg(long, default_value_t = 1024)]
     pub tokens_per_batch: u32,
+    /// Rows per unit of work sent to an encoder (the first units are smaller, so the first rows
+    /// come back quickly). Encoders sort a unit's texts by length before cutting batches, so
+    /// larger units mean less padding; at most one read batch (1,024 rows).
+    #[arg(long, default_value_t = 1024, value_parser = positive::<u32>)]
+    pub unit_rows: u32,
     /// Rows per Parquet shard.
     #[arg(long, default_value_t = 8192, value_parser = positive::<u64>)]
     pub rows_per_shard: u64,

@@ -37,10 +37,6 @@ pub const ADDED_COLUMNS: [&str; 6] = [
     "row_index",
 ];
 
-/// Rows per job, as a multiple of the batch size: encoders sort a job's texts by length before
-/// cutting batches, so larger jobs mean less padding.
-const JOB_BATCHES: u32 = 32;
-
 /// Input rows that travel with a job, to be written next to their embeddings.
 #[derive(Debug)]
 pub struct Rows {
@@ -464,7 +460,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     manifest::write_json_atomic(&plan.manifest_path, &manifest)?;
 
     let progress = progress_bar(&plan);
-    let job_rows = (args.batch_size * JOB_BATCHES) as usize;
+    let job_rows = args.unit_rows as usize;
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(2 * args.encoders as usize);
     let (done_tx, done_rx) = mpsc::channel::<Done<Rows>>(2 * args.encoders as usize);
 
