@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -360,6 +361,8 @@ def main():
     null_rows = 8192 if args.quick else None  # None: all 63,904
     startup_runs = 10 if args.quick else 40
     ctx = Ctx(args)
+    # A TERM (or Ctrl-C) still removes the work folder.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         report = bench(ctx, rows, null_rows, repeats, startup_runs)
     finally:
