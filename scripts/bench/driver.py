@@ -595,7 +595,8 @@ def print_report(rep):
     mach = rep["machine"]
     print()
     v = rep["versions"]
-    print(f"chatspace {v['chatspace_git']} (release build of {v['chatspace_built']}); "
+    print(f"chatspace: release build of {v['chatspace_built']} (tree at the start: "
+          f"{v['chatspace_git']}); "
           + ", ".join(f"{k} {x}" for k, x in v.items() if not k.startswith("chatspace"))
           + f"; {mach['cores']} cores; load average {mach['load_average_start'][0]:.1f} at "
           f"the start, {mach['load_average_end'][0]:.1f} at the end")
