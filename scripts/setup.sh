@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up a chatspace checkout: fetch ONNX Runtime's shared library into
-# <repo>/.onnxruntime/ and build the release binaries.
+# <repo>/.onnxruntime/ and build the release binaries. With --gpu, also the GPU
+# build (onnxruntime-gpu, CUDA execution provider) into <repo>/.onnxruntime-gpu/
+# with the CUDA 13 and cuDNN 9 libraries it needs, from NVIDIA's PyPI wheels.
 #
 # ONNX Runtime comes from the PyPI `onnxruntime` wheel (PyPI is the one place
 # our machines can fetch it from): the wheel is pinned by version and sha256
@@ -14,9 +16,16 @@ ORT_VERSION="1.31.1"
 # Pinned wheels (cp311; the Python tag does not matter for the C library inside).
 ORT_SHA256_X86_64="5752bd508126ae7c49894d3b9d2e83f0c3d487319246d04c444b393308d7ad7f"
 ORT_SHA256_AARCH64="da05378364c44d4407e463982d2bf8d5e4cfea873283757e48beeb41df97b7f3"
+# onnxruntime-gpu (CUDA 13): x86_64 is manylinux_2_28, aarch64 manylinux_2_34.
+ORT_GPU_SHA256_X86_64="e26c475fe361b2015f45b4b824bd13f0bb20204e59b62814e6f0acd5f3d491a6"
+ORT_GPU_SHA256_AARCH64="dc878916611b8a816000ffedacc5f5988f77bb93bf9655ad20144ee3acb08e55"
+# What onnxruntime-gpu's [cuda,cudnn] extras ask for, plus cuBLAS (cuDNN's dependency).
+CUDA_WHEELS=("nvidia-cuda-runtime~=13.0" "nvidia-cuda-nvrtc~=13.0" "nvidia-cublas~=13.0"
+    "nvidia-cufft~=12.0" "nvidia-curand~=10.0" "nvidia-cudnn-cu13~=9.0")
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 ORT_DIR="${ROOT}/.onnxruntime"
+GPU_DIR="${ROOT}/.onnxruntime-gpu"
 ORT_LIB="libonnxruntime.so.${ORT_VERSION}"
 
 log() { printf 'setup: %s\n' "$*" >&2; }
@@ -32,7 +41,10 @@ then runs 'cargo build --release'.
 
 Options:
   --no-build   only fetch ONNX Runtime; skip 'cargo build --release'
-  --gpu        set up the GPU (CUDA) runtime instead (not available yet)
+  --gpu        also fetch the GPU build (onnxruntime-gpu ${ORT_VERSION}, CUDA 13)
+               into .onnxruntime-gpu/ with the CUDA and cuDNN libraries from
+               NVIDIA's wheels (several GB; needs an NVIDIA driver for CUDA 13
+               to run). 'chatspace embed-hf --device cuda' then uses it.
   -h, --help   show this help
 EOF
 }
@@ -56,19 +68,18 @@ while (($# > 0)); do
     shift
 done
 
-if ((gpu)); then
-    echo "GPU set-up comes with issue 5; not available yet" >&2
-    exit 2
-fi
-
 case "$(uname -m)" in
     x86_64 | amd64)
         platform="manylinux_2_28_x86_64"
         sha256="${ORT_SHA256_X86_64}"
+        gpu_platform="manylinux_2_28_x86_64"
+        gpu_sha256="${ORT_GPU_SHA256_X86_64}"
         ;;
     aarch64 | arm64)
         platform="manylinux_2_28_aarch64"
         sha256="${ORT_SHA256_AARCH64}"
+        gpu_platform="manylinux_2_34_aarch64"
+        gpu_sha256="${ORT_GPU_SHA256_AARCH64}"
         ;;
     *) die "unsupported architecture '$(uname -m)' (supported: x86_64, aarch64)" ;;
 esac
@@ -130,7 +141,64 @@ PY
     [[ -L "${ORT_DIR}/libonnxruntime.so.1" ]] || ln -sfn "${ORT_LIB}" "${ORT_DIR}/libonnxruntime.so.1"
 }
 
+# The GPU build: libonnxruntime.so with its CUDA provider libraries, then the CUDA
+# libraries themselves under .onnxruntime-gpu/nvidia/*/lib/ (the encoder preloads
+# them from there before it registers the CUDA provider).
+fetch_onnxruntime_gpu() {
+    local gpu_wheel="onnxruntime_gpu-${ORT_VERSION}-cp311-cp311-${gpu_platform}.whl"
+    if [[ -f "${GPU_DIR}/${ORT_LIB}" && -f "${GPU_DIR}/VERSION" ]] &&
+        [[ "$(cat "${GPU_DIR}/VERSION")" == "${ORT_VERSION}" ]]; then
+        log "ONNX Runtime GPU ${ORT_VERSION} already in .onnxruntime-gpu/; skipping download"
+        return
+    fi
+    local tmp
+    tmp="$(mktemp -d)"
+    # shellcheck disable=SC2064 # expand now: $tmp is local
+    trap "rm -rf -- '${tmp}'" EXIT
+    log "downloading ${gpu_wheel} from PyPI (~250 MB)"
+    python3 -m pip download --quiet --disable-pip-version-check \
+        --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+        --platform "${gpu_platform}" "onnxruntime-gpu==${ORT_VERSION}" -d "${tmp}" >&2 ||
+        die "pip download of onnxruntime-gpu==${ORT_VERSION} failed"
+    [[ -f "${tmp}/${gpu_wheel}" ]] || die "expected ${gpu_wheel}, pip saved: $(ls "${tmp}")"
+    mkdir -p "${GPU_DIR}"
+    log "checking sha256 and extracting the runtime and its CUDA provider"
+    python3 - "${tmp}/${gpu_wheel}" "${gpu_sha256}" "${GPU_DIR}" "${ORT_LIB}" \
+        libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so <<'PY' ||
+import hashlib, os, shutil, sys, zipfile
+
+wheel, want, dest, *names = sys.argv[1:]
+h = hashlib.sha256()
+with open(wheel, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+if h.hexdigest() != want:
+    sys.exit(f"sha256 mismatch for {os.path.basename(wheel)}: expected {want}, got {h.hexdigest()}")
+with zipfile.ZipFile(wheel) as z:
+    for name in names:
+        part = os.path.join(dest, name + ".part")
+        with z.open("onnxruntime/capi/" + name) as src, open(part, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.chmod(part, 0o755)
+        os.replace(part, os.path.join(dest, name))
+PY
+        die "could not verify or extract ${gpu_wheel}"
+    log "installing the CUDA 13 and cuDNN 9 libraries from NVIDIA's wheels (several GB)"
+    python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+        --only-binary=:all: --target "${GPU_DIR}" "${CUDA_WHEELS[@]}" >&2 ||
+        die "pip install of ${CUDA_WHEELS[*]} failed"
+    ln -sfn "${ORT_LIB}" "${GPU_DIR}/libonnxruntime.so"
+    ln -sfn "${ORT_LIB}" "${GPU_DIR}/libonnxruntime.so.1"
+    printf '%s\n' "${ORT_VERSION}" >"${GPU_DIR}/VERSION"
+    rm -rf -- "${tmp}"
+    trap - EXIT
+    log "ONNX Runtime GPU ${ORT_VERSION} (${gpu_platform}) installed in .onnxruntime-gpu/"
+}
+
 fetch_onnxruntime
+if ((gpu)); then
+    fetch_onnxruntime_gpu
+fi
 
 if ((build)); then
     command -v cargo >/dev/null || die "cargo not found; install the Rust toolchain (rustup)"

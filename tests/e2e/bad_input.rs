@@ -824,3 +824,59 @@ fn file_size_limit_while_writing_a_shard() {
         assert_eq!(shard["rows_ok"], true, "{got}");
     }
 }
+
+/// `--device cuda` never becomes a silent CPU run: with no GPU visible the supervisor says so;
+/// with one visible but the CPU build of ONNX Runtime, the encoder says the CUDA provider is
+/// missing and how to get it (exit 4); either way no shard is written.
+#[test]
+fn cuda_without_a_gpu_or_its_runtime_is_one_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let cpu_runtime = chatspace_tests::repo_root().join(".onnxruntime/libonnxruntime.so");
+    let run_cuda = |visible: &str, device: &str| {
+        run(bin("chatspace")
+            .env("CUDA_VISIBLE_DEVICES", visible)
+            .arg("embed-hf")
+            .args(["--dataset", &debian(), "--text-field", "messages"])
+            .args(["--extract", "first-assistant", "--model", &minilm()])
+            .args(["--device", device, "--max-rows", "10", "--no-progress"])
+            .arg("--ort-lib")
+            .arg(&cpu_runtime)
+            .arg("--output-root")
+            .arg(dir.path()))
+    };
+    assert_one_line(
+        &run_cuda("", "cuda"),
+        3,
+        "no NVIDIA GPU is visible (CUDA_VISIBLE_DEVICES=)",
+    );
+    assert_one_line(
+        &run_cuda("0,1", "cuda:2"),
+        3,
+        "there is no GPU 2; 2 visible",
+    );
+    let ran = run_cuda("0", "cuda");
+    assert_one_line(&ran, 4, "has no CUDA execution provider");
+    assert!(
+        ran.stderr.contains("scripts/setup.sh --gpu"),
+        "{}",
+        ran.stderr
+    );
+    let shards: Vec<_> = walk(dir.path())
+        .into_iter()
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    assert!(shards.is_empty(), "{shards:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

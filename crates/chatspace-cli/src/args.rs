@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
+use crate::devices::DeviceSpec;
+
 /// Turn chat datasets into sentence embeddings: Parquet shards plus a manifest.
 #[derive(Debug, Parser)]
 #[command(name = "chatspace", version, about, long_about = None)]
@@ -30,14 +32,6 @@ pub enum ExtractMode {
     None,
     /// The first turn whose role is `assistant` or `model` in a `messages`-style list, stripped.
     FirstAssistant,
-}
-
-/// Where encoders run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Device {
-    /// ONNX Runtime's CPU execution provider.
-    Cpu,
 }
 
 /// Flags of `chatspace embed-hf` (the original tool's, plus chatspace's own).
@@ -96,12 +90,14 @@ pub struct EmbedArgs {
     /// Base output folder.
     #[arg(long, default_value = "./chatspace-output")]
     pub output_root: PathBuf,
-    /// Number of encoder processes (CPU).
-    #[arg(long, default_value_t = 1, value_parser = positive::<u32>)]
-    pub encoders: u32,
-    /// Where encoders run.
-    #[arg(long, value_enum, default_value_t = Device::Cpu)]
-    pub device: Device,
+    /// Number of encoder processes [default: on CPU, one per available core divided by
+    /// --threads; on GPUs, one per GPU].
+    #[arg(long, value_parser = positive::<u32>)]
+    pub encoders: Option<u32>,
+    /// Where encoders run: cpu, cuda (one encoder per visible GPU, as CUDA_VISIBLE_DEVICES
+    /// allows), or cuda:N[,N...] for those GPUs.
+    #[arg(long, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
     /// ONNX Runtime intra-op threads per encoder.
     #[arg(long, default_value_t = 1, value_parser = positive::<u32>)]
     pub threads: u32,

@@ -8,6 +8,7 @@
 mod args;
 mod datafiles;
 mod dataset;
+mod devices;
 mod error;
 mod extract;
 mod hub;

@@ -9,6 +9,7 @@ use anyhow::Result;
 use crate::args::{EmbedArgs, ExtractMode};
 use crate::bad_input;
 use crate::dataset::{self, Dataset};
+use crate::devices;
 use crate::extract;
 use crate::hub::{Hub, HubConfig, looks_like_repo_id};
 use crate::manifest;
@@ -20,6 +21,8 @@ use crate::resume::{self, Resume};
 pub struct RunPlan {
     /// The flags as given.
     pub args: EmbedArgs,
+    /// The `--device` each encoder gets (`cpu`, `cuda:K`): one entry per encoder.
+    pub devices: Vec<String>,
     /// The dataset's files and schema.
     pub dataset: Dataset,
     /// Index of the text column in the dataset schema.
@@ -53,10 +56,16 @@ pub struct RunPlan {
 }
 
 /// The run's settings as JSON, the way the manifest's `run_config` records them.
-pub fn comparable_config(args: &EmbedArgs, extract: ExtractMode) -> Result<serde_json::Value> {
+pub fn comparable_config(
+    args: &EmbedArgs,
+    extract: ExtractMode,
+    encoders: usize,
+) -> Result<serde_json::Value> {
     let mut cfg = serde_json::to_value(args)?;
     if let Some(obj) = cfg.as_object_mut() {
         obj.insert("extract".into(), serde_json::to_value(extract)?);
+        // The count used, defaulted or not.
+        obj.insert("encoders".into(), encoders.into());
     }
     Ok(cfg)
 }
@@ -192,6 +201,7 @@ impl RunPlan {
             (dir, args.model.clone(), onnx, source)
         };
         let encoder_bin = encoder_bin(args.encoder_bin.as_deref())?;
+        let devices = devices::encoder_devices(&args.device, args.encoders, args.threads)?;
 
         let root = args.output_root.clone();
         if root.exists() && !root.is_dir() {
@@ -216,7 +226,7 @@ impl RunPlan {
         let mut complete = false;
         if args.resume {
             let now = resume::settings(
-                &comparable_config(&args, extract)?,
+                &comparable_config(&args, extract, devices.len())?,
                 &dataset.source,
                 &model_source,
             );
@@ -242,6 +252,7 @@ impl RunPlan {
         };
         Ok(RunPlan {
             args,
+            devices,
             dataset,
             text_column,
             extract,

@@ -94,8 +94,8 @@ impl Recovery {
 pub struct PoolConfig {
     /// The `chatspace-encoder` executable.
     pub encoder_bin: PathBuf,
-    /// How many to start.
-    pub encoders: u32,
+    /// The `--device` of each encoder to start (`cpu`, `cuda:K`), one entry per encoder.
+    pub devices: Vec<String>,
     /// The model folder.
     pub model_dir: PathBuf,
     /// The ONNX file inside it.
@@ -336,7 +336,7 @@ impl Pool {
         let dir = SocketDir::create()?;
         let secret = secret()?;
         let mut set = tokio::task::JoinSet::new();
-        for id in 0..cfg.encoders {
+        for id in 0..cfg.devices.len() as u32 {
             let cfg = cfg.clone();
             let sock = dir.0.join(format!("enc-{id}.sock"));
             let secret = secret.clone();
@@ -376,7 +376,7 @@ impl Pool {
             info,
             cfg: cfg.clone(),
             secret,
-            restarts: Restarts::new(cfg.encoders),
+            restarts: Restarts::new(cfg.devices.len() as u32),
             dir,
         })
     }
@@ -460,6 +460,8 @@ async fn start_one(
         .arg(&cfg.model_dir)
         .arg("--onnx-file")
         .arg(&cfg.onnx_file)
+        .arg("--device")
+        .arg(&cfg.devices[id as usize % cfg.devices.len()])
         .arg("--threads")
         .arg(cfg.threads.to_string())
         .arg("--batch-size")

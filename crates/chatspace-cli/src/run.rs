@@ -24,7 +24,7 @@ use crate::dataset;
 use crate::extract::{self, SkipReasons};
 use crate::manifest::{self, FailedRow, Manifest, RunSummary, Status, Tool};
 use crate::plan::RunPlan;
-use crate::pool::{Done, Job, Pool, PoolConfig, Recovery, Restarts};
+use crate::pool::{self, Done, Job, Pool, PoolConfig, Recovery, Restarts};
 use crate::shard::ShardWriter;
 
 /// Columns chatspace adds to every shard row (input columns of the same name are renamed).
@@ -111,12 +111,43 @@ fn progress_bar(plan: &RunPlan) -> ProgressBar {
     bar
 }
 
-/// Reads the dataset into jobs of at most `job_rows` texts each (the first ones starting at
-/// one batch of `batch_rows` and doubling).
+/// How many rows the jobs sent to encoders hold.
+#[derive(Debug, Clone, Copy)]
+struct JobSizing {
+    /// Rows of one inference batch: the first job's size, and the smallest job.
+    batch_rows: usize,
+    /// The largest job (`--unit-rows`).
+    job_rows: usize,
+    /// Encoders sharing the work.
+    encoders: usize,
+}
+
+/// Jobs ahead of a new one per encoder, at most: [`pool::JOBS_IN_FLIGHT`] sent plus as many
+/// queued; only the ones sent are bound to an encoder, so half that is enough of a share.
+const JOBS_AHEAD: usize = pool::JOBS_IN_FLIGHT;
+
+/// The most rows job `id` may hold when `left` input rows (if known) remain from its first one.
+///
+/// The first jobs are small, so the first rows are written within a second: one batch, then
+/// doubling. Later ones are large (`--unit-rows`), so encoders can sort many texts by length
+/// before cutting batches. Near the end of a dataset of known size they shrink again, to a
+/// share of what is left that all encoders' queues together hold, so encoders finish at about
+/// the same time instead of one working through a large last job while the others idle.
+fn job_cap(s: &JobSizing, id: u64, left: Option<u64>) -> usize {
+    let ramp = s.job_rows.min(s.batch_rows << id.min(16));
+    let tail = left.map_or(usize::MAX, |left| {
+        let share = left / (JOBS_AHEAD * s.encoders.max(1)) as u64;
+        usize::try_from(share)
+            .unwrap_or(usize::MAX)
+            .max(s.batch_rows)
+    });
+    ramp.min(tail).max(1)
+}
+
+/// Reads the dataset into jobs sized by [`job_cap`].
 fn read_jobs(
     plan: &RunPlan,
-    batch_rows: usize,
-    job_rows: usize,
+    sizing: JobSizing,
     jobs: mpsc::Sender<Job<Rows>>,
     progress: ProgressBar,
     stop: &AtomicBool,
@@ -124,6 +155,7 @@ fn read_jobs(
     let mut stats = ReadStats::default();
     let mut next_id = 0u64;
     let max_rows = plan.args.max_rows.unwrap_or(u64::MAX);
+    let total = plan.dataset.rows.map(|n| n.min(max_rows));
     // With --resume, rows before this are in kept shards: read (to count skips) but not sent.
     let first_row = plan.resume.as_ref().map_or(0, |r| r.next_row);
     dataset::read_batches(&plan.dataset, |batch| {
@@ -156,9 +188,8 @@ fn read_jobs(
         progress.inc(skipped);
         let mut start = 0;
         while start < ex.texts.len() {
-            // The first jobs are small, so the first rows are written within a second; later
-            // ones are large, so encoders can sort many texts by length before batching.
-            let cap = job_rows.min(batch_rows << next_id.min(16));
+            let position = base as u64 + ex.keep[start] as u64;
+            let cap = job_cap(&sizing, next_id, total.map(|t| t.saturating_sub(position)));
             let first =
                 extract::job_ranges(&ex.texts[start..], cap, extract::MAX_JOB_BYTES).remove(0);
             let range = start + first.start..start + first.end;
@@ -385,7 +416,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     let stop = Arc::new(AtomicBool::new(false));
     let cfg = PoolConfig {
         encoder_bin: plan.encoder_bin.clone(),
-        encoders: args.encoders,
+        devices: plan.devices.clone(),
         model_dir: plan.model_dir.clone(),
         onnx_file: plan.onnx_file.clone(),
         ort_lib: args.ort_lib.clone(),
@@ -460,9 +491,13 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     manifest::write_json_atomic(&plan.manifest_path, &manifest)?;
 
     let progress = progress_bar(&plan);
-    let job_rows = args.unit_rows as usize;
-    let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(2 * args.encoders as usize);
-    let (done_tx, done_rx) = mpsc::channel::<Done<Rows>>(2 * args.encoders as usize);
+    let sizing = JobSizing {
+        batch_rows: args.batch_size as usize,
+        job_rows: args.unit_rows as usize,
+        encoders: plan.devices.len(),
+    };
+    let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(pool::JOBS_IN_FLIGHT * plan.devices.len());
+    let (done_tx, done_rx) = mpsc::channel::<Done<Rows>>(pool::JOBS_IN_FLIGHT * plan.devices.len());
 
     let reader = {
         let plan = plan.clone();
@@ -470,10 +505,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         let stop = stop.clone();
         std::thread::Builder::new()
             .name("reader".into())
-            .spawn(move || {
-                let batch_rows = plan.args.batch_size as usize;
-                read_jobs(&plan, batch_rows, job_rows, jobs_tx, progress, &stop)
-            })?
+            .spawn(move || read_jobs(&plan, sizing, jobs_tx, progress, &stop))?
     };
     let mut writer = Writer {
         shards: ShardWriter::new(
@@ -574,7 +606,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         }
         return Err(err);
     }
-    let summary = writer.summary(&plan, started, args.encoders);
+    let summary = writer.summary(&plan, started, plan.devices.len() as u32);
     manifest::write_json_atomic(&plan.run_path, &summary)?;
     Ok(Outcome {
         summary,
@@ -645,6 +677,8 @@ fn run_config(plan: &RunPlan) -> Result<serde_json::Value> {
         ("model_dir", serde_json::json!(plan.model_dir)),
         ("dataset_files", serde_json::json!(plan.dataset.files)),
         ("extract", serde_json::to_value(plan.extract)?),
+        ("encoders", serde_json::json!(plan.devices.len())),
+        ("encoder_devices", serde_json::json!(plan.devices)),
     ]);
     if let Some(obj) = cfg.as_object_mut() {
         for (k, v) in extra {
@@ -652,4 +686,45 @@ fn run_config(plan: &RunPlan) -> Result<serde_json::Value> {
         }
     }
     Ok(cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sizes(s: &JobSizing, total: Option<u64>, rows: u64) -> Vec<usize> {
+        let (mut out, mut at) = (Vec::new(), 0u64);
+        while at < rows {
+            let n = job_cap(s, out.len() as u64, total.map(|t| t - at)).min((rows - at) as usize);
+            out.push(n);
+            at += n as u64;
+        }
+        out
+    }
+
+    #[test]
+    fn jobs_ramp_up_then_shrink_towards_the_end() {
+        let s = JobSizing {
+            batch_rows: 32,
+            job_rows: 1024,
+            encoders: 2,
+        };
+        let known = sizes(&s, Some(20_000), 20_000);
+        assert_eq!(known[..6], [32, 64, 128, 256, 512, 1024]);
+        // The last jobs are no larger than a share of what is left, down to one batch.
+        let last: Vec<usize> = known.iter().rev().take(4).copied().collect();
+        assert!(last.iter().all(|&n| n <= 64), "{known:?}");
+        assert!(
+            known
+                .iter()
+                .all(|&n| n >= 32 || n == *known.last().unwrap())
+        );
+        assert_eq!(known.iter().sum::<usize>(), 20_000);
+        // Of unknown size: full jobs to the end.
+        let unknown = sizes(&s, None, 20_000);
+        assert!(unknown[6..unknown.len() - 1].iter().all(|&n| n == 1024));
+        // A share of the rest never goes under one batch, nor over --unit-rows.
+        assert_eq!(job_cap(&s, 40, Some(10)), 32);
+        assert_eq!(job_cap(&s, 40, Some(u64::MAX)), 1024);
+    }
 }

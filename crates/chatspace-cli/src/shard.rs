@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use arrow::array::RecordBatch;
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::Compression;
 use parquet::errors::ParquetError;
@@ -110,14 +110,22 @@ impl ShardWriter {
     }
 
     fn properties(&self) -> WriterProperties {
-        // Embeddings do not repeat: dictionary encoding only costs time there.
-        WriterProperties::builder()
-            .set_compression(Compression::SNAPPY)
-            .set_column_dictionary_enabled(
-                ColumnPath::new(vec!["embedding".into(), "list".into(), "element".into()]),
-                false,
-            )
-            .build()
+        let mut props = WriterProperties::builder().set_compression(Compression::SNAPPY);
+        // Embeddings, texts and row indexes do not repeat: a dictionary only costs time (and
+        // is abandoned after a page anyway). Float vectors do not compress either.
+        if let Ok(field) = self.schema.field_with_name("embedding") {
+            let mut path = vec!["embedding".to_string()];
+            if let DataType::FixedSizeList(item, _) = field.data_type() {
+                path.extend(["list".to_string(), item.name().clone()]);
+            }
+            props = props
+                .set_column_dictionary_enabled(ColumnPath::new(path.clone()), false)
+                .set_column_compression(ColumnPath::new(path), Compression::UNCOMPRESSED);
+        }
+        for name in ["text", "row_index"] {
+            props = props.set_column_dictionary_enabled(ColumnPath::new(vec![name.into()]), false);
+        }
+        props.build()
     }
 
     fn open_shard(&mut self, first_row: i64) -> Result<&mut OpenShard> {
@@ -317,5 +325,67 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(leftovers.is_empty());
+    }
+
+    #[test]
+    fn embeddings_are_written_plain_and_uncompressed() {
+        use arrow::array::{FixedSizeListArray, Float32Array, StringArray};
+        use parquet::basic::Encoding;
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let dir = tempfile::tempdir().unwrap();
+        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("text", DataType::Utf8, false),
+            Field::new("embedding", DataType::FixedSizeList(item.clone(), 2), false),
+            Field::new("model", DataType::Utf8, false),
+        ]));
+        let n = 100;
+        let values: Vec<f32> = (0..2 * n).map(|i| (i as f32).sin()).collect();
+        let batch = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(StringArray::from_iter_values(
+                    (0..n).map(|i| format!("t{i}")),
+                )),
+                Arc::new(
+                    FixedSizeListArray::try_new(
+                        item,
+                        2,
+                        Arc::new(Float32Array::from(values)),
+                        None,
+                    )
+                    .unwrap(),
+                ),
+                Arc::new(StringArray::from(vec!["m"; n])),
+            ],
+        )
+        .unwrap();
+        let mut w = ShardWriter::new(dir.path(), dir.path(), schema, 1000, 2);
+        let idx: Vec<i64> = (0..n as i64).collect();
+        w.write(&batch, &idx, &vec![1.0; n]).unwrap();
+        let shard = w.close().unwrap().unwrap();
+        let file = File::open(dir.path().join(&shard.path)).unwrap();
+        let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
+        let cols = meta.row_group(0).columns();
+        let by_path = |p: &str| {
+            cols.iter()
+                .find(|c| c.column_path().string() == p)
+                .unwrap_or_else(|| panic!("no column {p}"))
+        };
+        let emb = by_path("embedding.list.item");
+        assert!(!emb.encodings().any(|e| e == Encoding::RLE_DICTIONARY));
+        assert_eq!(emb.compression(), Compression::UNCOMPRESSED);
+        assert!(
+            !by_path("text")
+                .encodings()
+                .any(|e| e == Encoding::RLE_DICTIONARY)
+        );
+        // Constant columns keep their dictionary.
+        assert!(
+            by_path("model")
+                .encodings()
+                .any(|e| e == Encoding::RLE_DICTIONARY)
+        );
     }
 }

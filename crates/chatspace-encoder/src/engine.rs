@@ -12,7 +12,7 @@ use crate::batching;
 use crate::config::{ModelConfig, ModelOptions, Side};
 use crate::error::{Error, Result};
 use crate::model::{Model, SessionSettings};
-use crate::runtime::{self, Runtime};
+use crate::runtime::{self, Device, Runtime};
 use crate::tokenize::{TextTokenizer, Tokenized};
 
 /// What the command line says about loading and running a model.
@@ -24,6 +24,8 @@ pub struct EngineOptions {
     pub ort_lib: Option<PathBuf>,
     /// ONNX Runtime intra-op threads.
     pub threads: usize,
+    /// Where the model runs.
+    pub device: Device,
     /// Most rows per inference batch.
     pub batch_size: usize,
     /// Most padded tokens per inference batch, if limited.
@@ -58,10 +60,11 @@ pub struct Engine {
 pub fn load(opts: &EngineOptions) -> Result<(TextTokenizer, Engine, ModelInfo)> {
     let cfg = ModelConfig::load(&opts.model)?;
     tracing::debug!(?cfg, "model folder read");
-    let rt = runtime::load(opts.ort_lib.as_deref())?;
+    let rt = runtime::load(opts.ort_lib.as_deref(), opts.device)?;
     let tokenizer = TextTokenizer::load(&cfg)?;
     let settings = SessionSettings {
         threads: opts.threads.max(1),
+        device: opts.device,
     };
     let model = Model::load(&rt, &cfg, settings, tokenizer.pad_id())?;
     let info = ModelInfo {

@@ -40,6 +40,24 @@ pub enum Error {
         /// The oldest version that works (`1.17`).
         needed: String,
     },
+    /// `--device cuda:K`, but the runtime found is a build without the CUDA provider.
+    #[error(
+        "ONNX Runtime at {path} has no CUDA execution provider (a CPU-only build); \
+         run scripts/setup.sh --gpu for the GPU build, or use --device cpu"
+    )]
+    NoCuda {
+        /// The library file.
+        path: PathBuf,
+    },
+    /// The CUDA provider is there but could not start on the GPU (driver, CUDA libraries).
+    #[error("could not start ONNX Runtime's CUDA execution provider on GPU {device}")]
+    CudaSetup {
+        /// The GPU ordinal.
+        device: u32,
+        /// ONNX Runtime's reason.
+        #[source]
+        source: ort::Error,
+    },
     /// ONNX Runtime refused to create its environment or session options.
     #[error("could not set up ONNX Runtime")]
     RuntimeSetup(#[source] ort::Error),
@@ -170,7 +188,9 @@ impl Error {
             Error::RuntimeNotFound { .. }
             | Error::RuntimeLoad { .. }
             | Error::RuntimeVersion { .. }
-            | Error::RuntimeSetup(_) => exit::NO_RUNTIME,
+            | Error::RuntimeSetup(_)
+            | Error::NoCuda { .. }
+            | Error::CudaSetup { .. } => exit::NO_RUNTIME,
             Error::ModelDirMissing(_)
             | Error::ModelFileMissing { .. }
             | Error::ReadConfig { .. }

@@ -31,6 +31,7 @@ mod pooling;
 mod runtime;
 mod serve;
 mod tokenize;
+mod wordpiece;
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -72,6 +73,19 @@ enum Command {
         #[command(flatten)]
         model: ModelArgs,
     },
+    /// Tokenize JSON lines `{"text": "..."}` from stdin to `{"ids": [...], "truncated": bool}`
+    /// lines on stdout, as `serve` and `embed` would before running the model.
+    Tokenize {
+        /// The model folder (only its tokenizer and settings are read).
+        #[arg(long, value_name = "DIR")]
+        model: PathBuf,
+        /// Override the folder's max_seq_length.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+        max_seq_length: Option<u32>,
+        /// Use Hugging Face tokenizers alone, without the fast WordPiece path.
+        #[arg(long)]
+        exact: bool,
+    },
 }
 
 /// Options shared by both subcommands.
@@ -92,6 +106,10 @@ struct ModelArgs {
     #[arg(long, value_name = "N", default_value_t = 1,
           value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
+    /// Where the model runs: cpu, or cuda:N (GPU N as CUDA numbers the visible ones; needs
+    /// the GPU build of ONNX Runtime, see scripts/setup.sh --gpu).
+    #[arg(long, value_name = "DEVICE", default_value = "cpu")]
+    device: runtime::Device,
     /// Most texts per inference batch (a unit is cut into batches of similar length).
     #[arg(long, value_name = "N", default_value_t = 32,
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -114,6 +132,7 @@ impl ModelArgs {
             },
             ort_lib: self.ort_lib,
             threads: usize::from(self.threads),
+            device: self.device,
             batch_size: self.batch_size as usize,
             tokens_per_batch: (self.tokens_per_batch > 0).then_some(self.tokens_per_batch as usize),
         }
@@ -147,6 +166,18 @@ fn run(cli: Cli) -> Result<(), error::Error> {
             engine: model.engine_options(),
         }),
         Command::Embed { model } => embed::embed(&model.engine_options()),
+        Command::Tokenize {
+            model,
+            max_seq_length,
+            exact,
+        } => embed::tokenize(
+            &ModelOptions {
+                model,
+                onnx_file: None,
+                max_seq_length: max_seq_length.map(|n| n as usize),
+            },
+            exact,
+        ),
     }
 }
 

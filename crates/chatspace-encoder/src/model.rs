@@ -18,7 +18,7 @@ use crate::batching::{self, Padded};
 use crate::config::{ModelConfig, PoolingMode};
 use crate::error::{Error, Result};
 use crate::pooling::{self, Dims};
-use crate::runtime::Runtime;
+use crate::runtime::{Device, Runtime};
 use crate::tokenize::Tokenized;
 
 /// Which tensor of a [`Padded`] batch an input takes.
@@ -52,6 +52,8 @@ enum Head {
 pub struct SessionSettings {
     /// ONNX Runtime intra-op threads.
     pub threads: usize,
+    /// Where the session runs.
+    pub device: Device,
 }
 
 /// A loaded model, ready to embed padded batches.
@@ -64,6 +66,8 @@ pub struct Model {
     normalize: bool,
     run_options: RunOptions<HasSelectedOutputs>,
     dim: usize,
+    /// The output is float16 (an fp16 export): widened to f32 before pooling.
+    half: bool,
 }
 
 impl Model {
@@ -87,6 +91,19 @@ impl Model {
             .map_err(setup)?
             .with_parallel_execution(false)
             .map_err(setup)?;
+        if let Device::Cuda(k) = s.device {
+            // Never a silent CPU run: registration failing is an error.
+            let cuda = ort::ep::CUDA::default()
+                .with_device_id(k as i32)
+                .build()
+                .error_on_failure();
+            builder = builder
+                .with_execution_providers([cuda])
+                .map_err(|e| Error::CudaSetup {
+                    device: k,
+                    source: e.into(),
+                })?;
+        }
         // A path, not bytes: external weights (`model.onnx_data`) load from beside the file.
         let session = match builder.commit_from_file(&path) {
             Ok(session) => session,
@@ -119,7 +136,7 @@ impl Model {
             tracing::debug!(name = o.name(), dtype = ?o.dtype(), "model output");
         }
         let inputs = discover_inputs(session.inputs()).map_err(unsupported)?;
-        let (output, pooled) = pick_output(session.outputs()).map_err(unsupported)?;
+        let (output, pooled, half) = pick_output(session.outputs()).map_err(unsupported)?;
         let head = if pooled {
             Head::Pooled
         } else if cfg.pooling.is_empty() {
@@ -142,6 +159,7 @@ impl Model {
             normalize: cfg.normalize,
             run_options,
             dim: 0,
+            half,
         };
         let probe = Tokenized {
             ids: vec![probe_id],
@@ -214,10 +232,21 @@ impl Model {
             .session
             .run_with_options(feeds, &self.run_options)
             .map_err(Error::Inference)?;
-        let (out_shape, data) = outputs[self.output.as_str()]
-            .try_extract_tensor::<f32>()
-            .map_err(Error::Inference)?;
-        let out_shape: Vec<i64> = out_shape.to_vec();
+        let widened: Vec<f32>;
+        let (out_shape, data): (Vec<i64>, &[f32]) = if self.half {
+            // fp16 exports: pooled in f32 like sentence-transformers' `model.half()` outputs
+            // are after `.float()`.
+            let (shape, data) = outputs[self.output.as_str()]
+                .try_extract_tensor::<half::f16>()
+                .map_err(Error::Inference)?;
+            widened = data.iter().map(|x| x.to_f32()).collect();
+            (shape.to_vec(), &widened)
+        } else {
+            let (shape, data) = outputs[self.output.as_str()]
+                .try_extract_tensor::<f32>()
+                .map_err(Error::Inference)?;
+            (shape.to_vec(), data)
+        };
         let bad_shape = |expected: String| Error::OutputShape {
             name: self.output.clone(),
             shape: out_shape.clone(),
@@ -307,7 +336,7 @@ fn discover_inputs(outlets: &[Outlet]) -> Result<Vec<Input>, String> {
 }
 
 /// Picks the output to read: `(name, already pooled)`.
-fn pick_output(outlets: &[Outlet]) -> Result<(String, bool), String> {
+fn pick_output(outlets: &[Outlet]) -> Result<(String, bool, bool), String> {
     let rank = |o: &Outlet| o.dtype().tensor_shape().map(|s| s.len());
     let by_name = |n: &str| outlets.iter().find(|o| o.name() == n);
     let (chosen, pooled) = if let Some(o) = by_name("sentence_embedding") {
@@ -324,12 +353,16 @@ fn pick_output(outlets: &[Outlet]) -> Result<(String, bool), String> {
              among {names:?}"
         ));
     };
-    if chosen.dtype().tensor_type() != Some(TensorElementType::Float32) {
-        return Err(format!(
-            "output {} has type {:?}; float32 expected",
-            chosen.name(),
-            chosen.dtype()
-        ));
-    }
-    Ok((chosen.name().to_string(), pooled))
+    let half = match chosen.dtype().tensor_type() {
+        Some(TensorElementType::Float32) => false,
+        Some(TensorElementType::Float16) => true,
+        _ => {
+            return Err(format!(
+                "output {} has type {:?}; float32 or float16 expected",
+                chosen.name(),
+                chosen.dtype()
+            ));
+        }
+    };
+    Ok((chosen.name().to_string(), pooled, half))
 }

@@ -24,6 +24,35 @@ pub const NEEDED: (u32, u32) = (1, ort::MINOR_VERSION);
 /// How many folders above the executable's own are searched for `.onnxruntime/`.
 pub const PARENTS: usize = 5;
 
+/// Where `scripts/setup.sh --gpu` puts the GPU build (`onnxruntime-gpu`) and the CUDA
+/// libraries it needs; searched before `.onnxruntime/` for `--device cuda:K`.
+pub const GPU_FOLDER: &str = ".onnxruntime-gpu";
+
+/// Where the encoder runs its model (`--device`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// The CUDA execution provider on this GPU ordinal (as CUDA numbers the visible GPUs).
+    Cuda(u32),
+}
+
+impl std::str::FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("`{s}` is not a device: use cpu or cuda:N")),
+        }
+    }
+}
+
 /// The library's file name on this platform (`libonnxruntime.so` on Linux).
 fn lib_name() -> String {
     format!(
@@ -44,7 +73,13 @@ pub struct Located {
 
 /// Picks the library file: `flag` (from `--ort-lib`), then `env` (from `ORT_DYLIB_PATH`), then a
 /// search around `exe_dir`. Relative paths are taken from the current directory.
-pub fn locate(flag: Option<&Path>, env: Option<&str>, exe_dir: Option<&Path>) -> Result<Located> {
+/// With `gpu`, the search tries [`GPU_FOLDER`] before `.onnxruntime/` in each folder.
+pub fn locate(
+    flag: Option<&Path>,
+    env: Option<&str>,
+    exe_dir: Option<&Path>,
+    gpu: bool,
+) -> Result<Located> {
     let absolute = |p: &Path| {
         std::env::current_dir()
             .map(|cwd| cwd.join(p))
@@ -76,7 +111,9 @@ pub fn locate(flag: Option<&Path>, env: Option<&str>, exe_dir: Option<&Path>) ->
             })
         };
     }
-    let candidates = exe_dir.map(search_candidates).unwrap_or_default();
+    let candidates = exe_dir
+        .map(|d| search_candidates(d, gpu))
+        .unwrap_or_default();
     if let Some(path) = candidates.iter().find(|p| p.is_file()) {
         return Ok(Located {
             path: path.clone(),
@@ -91,7 +128,8 @@ pub fn locate(flag: Option<&Path>, env: Option<&str>, exe_dir: Option<&Path>) ->
         Some(dir) => {
             tried.push(dir.join(lib_name()).display().to_string());
             tried.push(format!(
-                ".onnxruntime/{} in {} and up to {PARENTS} folders above",
+                "{}.onnxruntime/{} in {} and up to {PARENTS} folders above",
+                if gpu { ".onnxruntime-gpu/ and " } else { "" },
                 lib_name(),
                 dir.display()
             ));
@@ -103,16 +141,17 @@ pub fn locate(flag: Option<&Path>, env: Option<&str>, exe_dir: Option<&Path>) ->
     })
 }
 
-/// The searched paths, in order: beside the executable, then `.onnxruntime/` upwards.
-fn search_candidates(exe_dir: &Path) -> Vec<PathBuf> {
+/// The searched paths, in order: beside the executable, then `.onnxruntime/` upwards (with
+/// `gpu`, [`GPU_FOLDER`] first at each level).
+fn search_candidates(exe_dir: &Path, gpu: bool) -> Vec<PathBuf> {
     let name = lib_name();
     let mut out = vec![exe_dir.join(&name)];
-    out.extend(
-        exe_dir
-            .ancestors()
-            .take(PARENTS + 1)
-            .map(|dir| dir.join(".onnxruntime").join(&name)),
-    );
+    for dir in exe_dir.ancestors().take(PARENTS + 1) {
+        if gpu {
+            out.push(dir.join(GPU_FOLDER).join(&name));
+        }
+        out.push(dir.join(".onnxruntime").join(&name));
+    }
     out
 }
 
@@ -126,14 +165,19 @@ pub struct Runtime {
     pub description: String,
 }
 
-/// Finds the library (see [`locate`]), loads it and builds the environment.
-pub fn load(flag: Option<&Path>) -> Result<Runtime> {
+/// Finds the library (see [`locate`]), loads it and builds the environment; for a GPU, also
+/// loads the CUDA libraries set up beside it and checks that it has the CUDA provider.
+pub fn load(flag: Option<&Path>, device: Device) -> Result<Runtime> {
     let env_var = std::env::var("ORT_DYLIB_PATH").ok();
     let exe_dir = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.canonicalize().ok())
         .and_then(|exe| exe.parent().map(Path::to_path_buf));
-    let located = locate(flag, env_var.as_deref(), exe_dir.as_deref())?;
+    let gpu = matches!(device, Device::Cuda(_));
+    let located = locate(flag, env_var.as_deref(), exe_dir.as_deref(), gpu)?;
+    if gpu {
+        preload_cuda(&located.path);
+    }
     tracing::debug!(path = %located.path.display(), via = located.via, "loading ONNX Runtime");
     probe(&located.path)?;
     let builder = ort::init_from(&located.path).map_err(|e| load_error(&located.path, e))?;
@@ -142,10 +186,19 @@ pub fn load(flag: Option<&Path>) -> Result<Runtime> {
         .with_telemetry(false)
         .build()
         .map_err(Error::RuntimeSetup)?;
-    let description = format!(
-        "onnxruntime {} CPUExecutionProvider",
-        version(&located.path)
-    );
+    let provider = match device {
+        Device::Cpu => "CPUExecutionProvider".to_string(),
+        Device::Cuda(k) => {
+            use ort::ep::ExecutionProvider;
+            if !ort::ep::CUDA::is_available().unwrap_or(false) {
+                return Err(Error::NoCuda {
+                    path: located.path.clone(),
+                });
+            }
+            format!("CUDAExecutionProvider (GPU {k})")
+        }
+    };
+    let description = format!("onnxruntime {} {provider}", version(&located.path));
     Ok(Runtime {
         env,
         located,
@@ -307,6 +360,86 @@ fn version(_path: &Path) -> String {
     "(unknown version)".into()
 }
 
+/// The CUDA and cuDNN libraries the CUDA provider needs, in load order (a library's
+/// dependencies first), as `onnxruntime-gpu`'s Python package preloads them.
+const CUDA_LIBS: &[&str] = &[
+    "libcudart.so",
+    "libcublasLt.so",
+    "libcublas.so",
+    "libnvrtc.so",
+    "libcurand.so",
+    "libcufft.so",
+    "libcudnn.so",
+    "libcudnn_graph.so",
+    "libcudnn_ops.so",
+    "libcudnn_heuristic.so",
+    "libcudnn_adv.so",
+    "libcudnn_cnn.so",
+    "libcudnn_engines_precompiled.so",
+    "libcudnn_engines_runtime_compiled.so",
+];
+
+/// Loads, globally, the CUDA libraries that `scripts/setup.sh --gpu` installs beside the
+/// runtime (`nvidia/*/lib/` next to it, from NVIDIA's wheels), so that the CUDA provider finds
+/// them when ONNX Runtime opens it. Libraries not there are left to the system's loader path
+/// (a CUDA installed system-wide); if they are missing there too, registering the provider
+/// fails with the loader's message.
+fn preload_cuda(runtime: &Path) {
+    let Some(nvidia) = runtime.parent().map(|d| d.join("nvidia")) else {
+        return;
+    };
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&nvidia)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|pkg| std::fs::read_dir(pkg.path().join("lib")).ok())
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    found.sort();
+    for stem in CUDA_LIBS {
+        // `libcudart.so.13`, not `libcudart.so.13.0.96` or a `libcudart_static.a`.
+        let prefix = format!("{stem}.");
+        let Some(path) = found.iter().find(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.strip_prefix(&prefix).is_some_and(|v| !v.contains('.')))
+        }) else {
+            continue;
+        };
+        match dlopen_global(path) {
+            Ok(()) => tracing::debug!(lib = %path.display(), "preloaded"),
+            Err(e) => tracing::warn!(lib = %path.display(), "could not preload: {e}"),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn dlopen_global(path: &Path) -> std::result::Result<(), String> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| e.to_string())?;
+    // SAFETY: a NUL-terminated path; the handle is kept for the life of the process on purpose.
+    let handle = unsafe { libc::dlopen(c.as_ptr(), libc::RTLD_NOW | libc::RTLD_GLOBAL) };
+    if handle.is_null() {
+        // SAFETY: dlerror returns a C string describing the last dlopen failure, or null.
+        let msg = unsafe { libc::dlerror() };
+        return Err(if msg.is_null() {
+            "dlopen failed".into()
+        } else {
+            unsafe { std::ffi::CStr::from_ptr(msg) }
+                .to_string_lossy()
+                .into_owned()
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn dlopen_global(_path: &Path) -> std::result::Result<(), String> {
+    Err("preloading is done on Unix only".into())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,6 +450,7 @@ mod tests {
             Some(Path::new("/nonexistent/libonnxruntime.so")),
             Some("/also/missing.so"),
             None,
+            false,
         )
         .unwrap_err();
         assert!(
@@ -327,7 +461,7 @@ mod tests {
 
     #[test]
     fn env_var_is_used_when_no_flag() {
-        let err = locate(None, Some("/missing/libort.so"), None).unwrap_err();
+        let err = locate(None, Some("/missing/libort.so"), None, false).unwrap_err();
         assert!(
             err.to_string()
                 .contains("ORT_DYLIB_PATH=/missing/libort.so")
@@ -336,7 +470,7 @@ mod tests {
 
     #[test]
     fn search_walks_up_from_the_executable() {
-        let c = search_candidates(Path::new("/repo/target/debug"));
+        let c = search_candidates(Path::new("/repo/target/debug"), false);
         assert_eq!(c[0], Path::new("/repo/target/debug").join(lib_name()));
         assert_eq!(
             c[3],
@@ -386,7 +520,7 @@ mod tests {
         std::fs::create_dir_all(root.join(".onnxruntime")).unwrap();
         let lib = root.join(".onnxruntime").join(lib_name());
         std::fs::write(&lib, b"").unwrap();
-        let found = locate(None, None, Some(&exe_dir)).unwrap();
+        let found = locate(None, None, Some(&exe_dir), false).unwrap();
         std::fs::remove_dir_all(&root).unwrap();
         assert_eq!(found.path, lib);
         assert_eq!(found.via, "search");

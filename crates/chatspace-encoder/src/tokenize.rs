@@ -20,6 +20,7 @@ use tokenizers::{Tokenizer, TruncationDirection, TruncationParams, TruncationStr
 
 use crate::config::{ModelConfig, Side};
 use crate::error::{Error, Result};
+use crate::wordpiece::FastWordPiece;
 
 /// One tokenized text.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -48,6 +49,8 @@ pub struct TextTokenizer {
     window: usize,
     /// Which end truncation keeps (and so which end a long text is cut from).
     side: Side,
+    /// The fast path for BERT WordPiece on ASCII text, when it applies to this tokenizer.
+    fast: Option<FastWordPiece>,
 }
 
 impl TextTokenizer {
@@ -78,13 +81,33 @@ impl TextTokenizer {
                 },
             }))
             .map_err(err)?;
+        let fast = FastWordPiece::new(
+            &inner,
+            cfg.max_seq_length,
+            cfg.truncation_side,
+            cfg.do_lower_case,
+        );
+        tracing::debug!(fast = fast.is_some(), "tokenizer loaded");
         Ok(TextTokenizer {
             inner,
             pad_id,
             lower: cfg.do_lower_case,
             window: cfg.max_seq_length.max(16).saturating_mul(CHARS_PER_TOKEN),
             side: cfg.truncation_side,
+            fast,
         })
+    }
+
+    /// Turns the fast path off: every text goes through Hugging Face `tokenizers`.
+    pub fn exact_only(mut self) -> Self {
+        self.fast = None;
+        self
+    }
+
+    /// The fast path, when this tokenizer has one.
+    #[cfg(test)]
+    pub fn fast(&self) -> Option<&FastWordPiece> {
+        self.fast.as_ref()
     }
 
     /// The id padding positions get (they are masked out, so any valid id would do).
@@ -97,6 +120,9 @@ impl TextTokenizer {
     /// cut to a window first (see the module docs).
     pub fn encode(&self, text: &str) -> Result<Tokenized> {
         let text = strip(text);
+        if let Some(t) = self.fast.as_ref().and_then(|f| f.encode(text)) {
+            return Ok(t);
+        }
         let mut window = self.window;
         loop {
             let (part, whole) = cut(text, window, self.side);
@@ -114,8 +140,8 @@ impl TextTokenizer {
         }
     }
 
-    /// Tokenizes `text` as it is (already stripped).
-    fn encode_exact(&self, text: &str) -> Result<Tokenized> {
+    /// Tokenizes `text` as it is (already stripped) with Hugging Face `tokenizers`.
+    pub fn encode_exact(&self, text: &str) -> Result<Tokenized> {
         let lowered;
         let text = if self.lower {
             lowered = text.to_lowercase();
