@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::args::{EmbedArgs, ExtractMode};
+use crate::args::EmbedArgs;
 use crate::bad_input;
 use crate::dataset::{self, Dataset};
-use crate::extract;
+use crate::extract::Extractor;
 use crate::hub::{Hub, HubConfig, looks_like_repo_id};
 use crate::manifest;
 use crate::remote;
@@ -22,10 +22,8 @@ pub struct RunPlan {
     pub args: EmbedArgs,
     /// The dataset's files and schema.
     pub dataset: Dataset,
-    /// Index of the text column in the dataset schema.
-    pub text_column: usize,
-    /// How texts are taken from it.
-    pub extract: ExtractMode,
+    /// How texts are taken from the text field (checked against the dataset's schema).
+    pub extractor: Extractor,
     /// The model folder (for a Hub model, its snapshot folder in the cache).
     pub model_dir: PathBuf,
     /// The ONNX file inside it.
@@ -52,11 +50,18 @@ pub struct RunPlan {
     pub complete: bool,
 }
 
-/// The run's settings as JSON, the way the manifest's `run_config` records them.
-pub fn comparable_config(args: &EmbedArgs, extract: ExtractMode) -> Result<serde_json::Value> {
+/// The run's settings as JSON, the way the manifest's `run_config` records them: the flags,
+/// with the extraction settings as they apply (the mode, the text field chosen, the system
+/// prompt choice).
+pub fn comparable_config(args: &EmbedArgs, extractor: &Extractor) -> Result<serde_json::Value> {
     let mut cfg = serde_json::to_value(args)?;
     if let Some(obj) = cfg.as_object_mut() {
-        obj.insert("extract".into(), serde_json::to_value(extract)?);
+        obj.insert("extract".into(), serde_json::to_value(args.extract_mode())?);
+        obj.insert("text_field".into(), extractor.field().into());
+        obj.insert(
+            "system_prompt".into(),
+            serde_json::to_value(args.system_prompt())?,
+        );
     }
     Ok(cfg)
 }
@@ -152,7 +157,6 @@ fn clear_previous(shard_dir: &Path, manifest: &Path, overwrite: bool) -> Result<
 impl RunPlan {
     /// Checks everything the flags name and prepares the output folders.
     pub fn resolve(args: EmbedArgs) -> Result<RunPlan> {
-        let extract = args.extract_mode();
         let mut hub: Option<Hub> = None;
         let mut hub = || -> Result<Hub> {
             if hub.is_none() {
@@ -174,7 +178,7 @@ impl RunPlan {
             )?,
             None => return Err(bad_input!("dataset {} does not exist", args.dataset)),
         };
-        let text_column = extract::check_field(&dataset.schema, &args.text_field, extract)?;
+        let extractor = Extractor::new(&dataset.schema, &args)?;
         let model_path = Path::new(&args.model);
         let (model_dir, model_name, onnx_file, model_source) = if model_path.exists()
             || !looks_like_repo_id(&args.model)
@@ -216,7 +220,7 @@ impl RunPlan {
         let mut complete = false;
         if args.resume {
             let now = resume::settings(
-                &comparable_config(&args, extract)?,
+                &comparable_config(&args, &extractor)?,
                 &dataset.source,
                 &model_source,
             );
@@ -243,8 +247,7 @@ impl RunPlan {
         Ok(RunPlan {
             args,
             dataset,
-            text_column,
-            extract,
+            extractor,
             model_dir,
             onnx_file,
             model_source,
