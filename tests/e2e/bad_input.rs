@@ -409,7 +409,7 @@ fn messages_that_are_not_conversations() {
         (
             "speakers.jsonl",
             b"{\"messages\": [{\"speaker\": \"user\", \"content\": \"hi\"}]}\n",
-            "(its turns have no `role`), so --extract first-assistant cannot use it",
+            "(its turns have no `role` or `from`), so --extract first-assistant cannot use it",
         ),
     ];
     for (name, body, want) in cases {

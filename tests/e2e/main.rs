@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod embed;
+mod extract;
 mod fakehub;
 mod fidelity;
 mod hub;

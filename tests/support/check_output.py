@@ -8,6 +8,13 @@
   check_output.py compare SHARD_DIR_A SHARD_DIR_B
       two runs' shards matched by `row_index`: the rows only one has, and the smallest cosine
       between the embeddings of the rows both have.
+  check_output.py rows SHARD_DIR
+      every output row as [row_index, turn_index, role, text] (turn_index and role null when
+      the shards have no such columns), read by pyarrow and, separately, by DuckDB.
+  check_output.py extract-reference SHARD_DIR DATASET MODE MAX_ROWS [FILTER_ROLES]
+      computes what `--extract MODE` should give on the first MAX_ROWS rows of the `messages`
+      column of DATASET (Parquet), in plain Python on pyarrow's rows, and compares it with the
+      shards: counts, skip reasons and the first differing rows.
 """
 
 import glob
@@ -146,6 +153,149 @@ def compare(dir_a, dir_b):
     )
 
 
+def rows(shard_dir):
+    files = shard_files(shard_dir)
+    table = pq.ParquetDataset(files).read()
+    per_turn = "turn_index" in table.column_names
+    cols = ["row_index", "turn_index", "role", "text"] if per_turn else ["row_index", "text"]
+    got = [list(r) for r in zip(*(table.column(c).to_pylist() for c in cols))]
+    con = duckdb.connect()
+    order = "row_index, turn_index" if per_turn else "row_index"
+    dk = con.execute(
+        f"SELECT {', '.join(cols)} FROM read_parquet(?) ORDER BY {order}",
+        [os.path.join(shard_dir, "*.parquet")],
+    ).fetchall()
+    if not per_turn:
+        got = [[r, None, None, t] for r, t in got]
+        dk = [[r, None, None, t] for r, t in dk]
+    print(
+        json.dumps(
+            {
+                "pyarrow": got,
+                "duckdb": [list(r) for r in dk],
+                "schema": {f.name: str(f.type) for f in table.schema},
+            }
+        )
+    )
+
+
+# An implementation of the extraction modes of chatspace's README, independent of its Rust code.
+ASSISTANT = {"assistant", "model", "gpt"}
+USER = {"user", "human"}
+TEXT_PARTS = {None, "text", "input_text", "output_text"}
+
+
+def kind(role):
+    r = role.strip().lower()
+    if r in ASSISTANT:
+        return "assistant"
+    if r in USER:
+        return "user"
+    return "system" if r == "system" else "other"
+
+
+def content_text(content):
+    """Stripped text of a turn's content; None when null."""
+    if content is None:
+        return None
+    if isinstance(content, str):
+        return content.strip()
+    texts = [
+        p["text"].strip()
+        for p in content
+        if p is not None and p.get("type") in TEXT_PARTS and p.get("text") is not None
+    ]
+    return "\n".join(t for t in texts if t)
+
+
+def expected_outputs(conversations, mode, filter_roles):
+    """[(row_index, turn_index, role, text)] and input-row skip reasons."""
+    wanted = [kind(r) if kind(r) != "other" else r.strip().lower() for r in filter_roles]
+
+    def selected(role):
+        return not wanted or kind(role) in wanted or role.strip().lower() in wanted
+
+    out, skipped = [], {}
+
+    def skip(why):
+        skipped[why] = skipped.get(why, 0) + 1
+
+    for i, conv in enumerate(conversations):
+        if conv is None:
+            skip("null conversation")
+            continue
+        turns = [
+            (t, turn["role"], content_text(turn["content"]))
+            for t, turn in enumerate(conv)
+            if turn is not None and turn["role"] is not None
+        ]
+        with_text = [(t, r, c) for t, r, c in turns if c]
+        if mode in ("first-assistant", "last-assistant", "first-user", "last-user"):
+            which, who = mode.split("-")
+            found = [c for t, r, c in with_text if kind(r) == who]
+            if found:
+                out.append((i, None, None, found[0] if which == "first" else found[-1]))
+            else:
+                skip(f"no {who} turn")
+        elif mode == "transcript":
+            lines = [f"{r}: {c}" for t, r, c in with_text if selected(r)]
+            if lines:
+                out.append((i, None, None, "\n".join(lines)))
+            else:
+                skip("no turn")
+        else:
+            keep = [(t, r, c) for t, r, c in with_text if selected(r)]
+            if mode == "per-assistant-turn":
+                keep = [(t, r, c) for t, r, c in keep if kind(r) == "assistant"]
+            for t, r, c in keep:
+                out.append((i, t, r, c))
+            if not keep:
+                skip("no assistant turn" if mode == "per-assistant-turn" else "no turn")
+    return out, skipped
+
+
+def extract_reference(shard_dir, dataset, mode, max_rows, filter_roles=""):
+    conversations = pq.read_table(dataset, columns=["messages"]).column("messages")
+    conversations = conversations.slice(0, int(max_rows)).to_pylist()
+    roles = [r for r in filter_roles.split(",") if r]
+    want, skipped = expected_outputs(conversations, mode, roles)
+    per_turn = mode.startswith("per-")
+    table = pq.ParquetDataset(shard_files(shard_dir)).read()
+    cols = ["row_index", "turn_index", "role", "text"] if per_turn else ["row_index", "text"]
+    got = list(zip(*(table.column(c).to_pylist() for c in cols)))
+    if not per_turn:
+        got = [(r, None, None, t) for r, t in got]
+    diffs = [
+        {"expected": list(w) if w else None, "got": list(g) if g else None}
+        for w, g in zip(want + [None] * len(got), got + [None] * len(want))
+        if w != g
+    ][:5]
+    con = duckdb.connect()
+    key = "row_index, turn_index" if per_turn else "row_index"
+    dk = con.execute(
+        f"SELECT count(*), count(DISTINCT ({key})), count(DISTINCT row_index) FROM read_parquet(?)",
+        [os.path.join(shard_dir, "*.parquet")],
+    ).fetchone()
+    print(
+        json.dumps(
+            {
+                "expected_rows": len(want),
+                "expected_input_rows_with_text": len({w[0] for w in want}),
+                "expected_skipped": skipped,
+                "rows": len(got),
+                "differences": diffs,
+                "duckdb": {"rows": dk[0], "distinct_keys": dk[1], "distinct_row_index": dk[2]},
+            }
+        )
+    )
+
+
 if __name__ == "__main__":
     cmd, *rest = sys.argv[1:]
-    {"inspect": inspect, "cosine": cosine, "compare": compare}[cmd](*rest)
+    {
+        "inspect": inspect,
+        "cosine": cosine,
+        "compare": compare,
+        "rows": rows,
+        "extract-reference": extract_reference,
+    }[cmd](*rest)

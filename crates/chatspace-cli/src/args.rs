@@ -24,14 +24,63 @@ pub enum Command {
     EmbedHf(EmbedArgs),
 }
 
-/// Which part of a row becomes the text to embed.
+/// Which part of a row becomes the text to embed (see the README's "Extraction modes").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum ExtractMode {
     /// The text field as it is (a string column).
     None,
-    /// The first turn whose role is `assistant` or `model` in a `messages`-style list, stripped.
+    /// The first assistant turn (role `assistant`, `model` or `gpt`) with text, stripped.
     FirstAssistant,
+    /// The last assistant turn with text, stripped.
+    LastAssistant,
+    /// The first user turn (role `user` or `human`) with text, stripped.
+    FirstUser,
+    /// The last user turn with text, stripped.
+    LastUser,
+    /// Every turn with text, as `role: content` lines.
+    Transcript,
+    /// One output row per turn with text, with `turn_index` and `role` columns.
+    PerTurn,
+    /// One output row per assistant turn with text, with `turn_index` and `role` columns.
+    PerAssistantTurn,
+}
+
+impl ExtractMode {
+    /// The mode as typed on the command line (`first-assistant`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ExtractMode::None => "none",
+            ExtractMode::FirstAssistant => "first-assistant",
+            ExtractMode::LastAssistant => "last-assistant",
+            ExtractMode::FirstUser => "first-user",
+            ExtractMode::LastUser => "last-user",
+            ExtractMode::Transcript => "transcript",
+            ExtractMode::PerTurn => "per-turn",
+            ExtractMode::PerAssistantTurn => "per-assistant-turn",
+        }
+    }
+
+    /// Whether the mode reads a conversation column (every mode but `none`).
+    pub fn is_conversation(self) -> bool {
+        self != ExtractMode::None
+    }
+
+    /// Whether the mode gives one output row per turn (with `turn_index` and `role` columns).
+    pub fn is_per_turn(self) -> bool {
+        matches!(self, ExtractMode::PerTurn | ExtractMode::PerAssistantTurn)
+    }
+}
+
+/// What `--extract transcript` does with system turns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemPrompt {
+    /// System turns are lines of the transcript like any other turn.
+    #[default]
+    Keep,
+    /// System turns are left out of the transcript.
+    Drop,
 }
 
 /// Flags of `chatspace embed-hf` (the original tool's, plus chatspace's own).
@@ -50,15 +99,25 @@ pub struct EmbedArgs {
     /// Dataset split.
     #[arg(long, default_value = "train")]
     pub split: String,
-    /// Field containing the text to embed (or the conversation, with --extract).
-    #[arg(long, default_value = "text")]
-    pub text_field: String,
-    /// How to get text out of the text field.
+    /// Column holding the text to embed [default: text]; with a conversation --extract mode, the
+    /// conversation column [default: messages, else conversations]. A dotted path reaches into
+    /// struct columns (`conversation.turns`).
+    #[arg(long)]
+    pub text_field: Option<String>,
+    /// How to get text out of the text field: the string as it is, or turns of a conversation.
     #[arg(long, value_enum, default_value_t = ExtractMode::None)]
     pub extract: ExtractMode,
     /// Same as `--extract first-assistant` (the original tool's flag).
     #[arg(long, conflicts_with = "extract")]
     pub extract_first_assistant: bool,
+    /// With --extract transcript or per-turn: only turns of these roles (comma-separated, or the
+    /// flag repeated); `assistant` also matches `model` and `gpt`, `user` matches `human`, other
+    /// names match the role as written (any case).
+    #[arg(long, value_name = "ROLE[,ROLE]", value_delimiter = ',')]
+    pub filter_role: Vec<String>,
+    /// With --extract transcript: keep or drop system turns [default: keep].
+    #[arg(long, value_enum)]
+    pub system_prompt: Option<SystemPrompt>,
     /// Model: a Hub model id with an ONNX export, or a local folder in the sentence-transformers
     /// layout.
     #[arg(long, default_value = "sentence-transformers/all-MiniLM-L6-v2")]
@@ -152,6 +211,34 @@ impl EmbedArgs {
             self.extract
         }
     }
+
+    /// What to do with system turns (`keep` unless `--system-prompt drop`).
+    pub fn system_prompt(&self) -> SystemPrompt {
+        self.system_prompt.unwrap_or_default()
+    }
+
+    /// Checks the flags that only make sense together (without I/O); the error is one line.
+    pub fn check(&self) -> Result<(), String> {
+        let mode = self.extract_mode();
+        if !self.filter_role.is_empty()
+            && !matches!(mode, ExtractMode::Transcript | ExtractMode::PerTurn)
+        {
+            return Err(format!(
+                "--filter-role works with --extract transcript or per-turn, not --extract {}",
+                mode.name()
+            ));
+        }
+        if let Some(bad) = self.filter_role.iter().find(|r| r.trim().is_empty()) {
+            return Err(format!("--filter-role has an empty role name ({bad:?})"));
+        }
+        if self.system_prompt.is_some() && mode != ExtractMode::Transcript {
+            return Err(format!(
+                "--system-prompt works with --extract transcript, not --extract {}",
+                mode.name()
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -170,7 +257,7 @@ mod tests {
     fn defaults_match_the_original_tool() {
         let a = parse(&[]).unwrap();
         assert_eq!(a.split, "train");
-        assert_eq!(a.text_field, "text");
+        assert_eq!(a.text_field, None);
         assert_eq!(a.batch_size, 32);
         assert_eq!(a.rows_per_shard, 8192);
         assert_eq!(a.extract_mode(), ExtractMode::None);
@@ -185,6 +272,52 @@ mod tests {
         assert_eq!(a.extract_mode(), ExtractMode::FirstAssistant);
         let b = parse(&["--extract", "first-assistant"]).unwrap();
         assert_eq!(b.extract_mode(), ExtractMode::FirstAssistant);
+    }
+
+    #[test]
+    fn every_mode_parses_by_its_name() {
+        for mode in ExtractMode::value_variants() {
+            let a = parse(&["--extract", mode.name()]).unwrap();
+            assert_eq!(a.extract_mode(), *mode);
+            let json = serde_json::to_value(mode).unwrap();
+            assert_eq!(json, mode.name());
+        }
+    }
+
+    #[test]
+    fn filter_role_takes_a_list_and_needs_a_mode_that_uses_it() {
+        let a = parse(&[
+            "--extract",
+            "transcript",
+            "--filter-role",
+            "user,assistant",
+            "--filter-role",
+            "tool",
+        ])
+        .unwrap();
+        assert_eq!(a.filter_role, vec!["user", "assistant", "tool"]);
+        a.check().unwrap();
+        let b = parse(&["--extract", "first-user", "--filter-role", "user"]).unwrap();
+        assert_eq!(
+            b.check().unwrap_err(),
+            "--filter-role works with --extract transcript or per-turn, not --extract first-user"
+        );
+        let c = parse(&["--extract", "per-turn", "--filter-role", "user,"]).unwrap();
+        assert!(c.check().unwrap_err().contains("empty role name"));
+    }
+
+    #[test]
+    fn system_prompt_is_for_transcripts_only() {
+        let a = parse(&["--extract", "transcript", "--system-prompt", "drop"]).unwrap();
+        a.check().unwrap();
+        assert_eq!(a.system_prompt(), SystemPrompt::Drop);
+        assert_eq!(parse(&[]).unwrap().system_prompt(), SystemPrompt::Keep);
+        let b = parse(&["--extract", "per-turn", "--system-prompt", "keep"]).unwrap();
+        assert!(
+            b.check()
+                .unwrap_err()
+                .starts_with("--system-prompt works with")
+        );
     }
 
     #[test]

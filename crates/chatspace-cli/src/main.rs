@@ -89,6 +89,11 @@ fn main() -> ExitCode {
             return ExitCode::from(chatspace_proto::exit::USAGE as u8);
         }
     };
+    let Command::EmbedHf(args) = &cli.command;
+    if let Err(msg) = args.check() {
+        eprintln!("chatspace: {msg}");
+        return ExitCode::from(chatspace_proto::exit::USAGE as u8);
+    }
     init_logging();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

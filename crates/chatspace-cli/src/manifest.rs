@@ -57,6 +57,9 @@ pub enum Status {
 pub struct FailedRow {
     /// The row's position in the input.
     pub row_index: i64,
+    /// Per-turn modes: the turn's position in the row's conversation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub turn_index: Option<i32>,
     /// Why, on one line.
     pub reason: String,
 }
@@ -76,12 +79,18 @@ pub struct Manifest {
     pub source: serde_json::Value,
     /// Whether the run is still going, complete or failed.
     pub status: Status,
-    /// Rows embedded and written.
+    /// Rows embedded and written (output rows: in per-turn modes, one per turn).
     pub rows_total: u64,
+    /// Input rows read (with `--max-rows`, at most that many), when the run ended.
+    #[serde(default)]
+    pub input_rows: u64,
     /// Input rows that had no text to embed.
     pub rows_skipped: u64,
     /// `rows_skipped` by reason.
     pub skipped_reasons: BTreeMap<String, u64>,
+    /// Per-turn modes: turns that were selected but had no text (null or blank), by reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub turns_skipped: BTreeMap<String, u64>,
     /// Rows whose text was cut to the model's token limit.
     pub rows_truncated: u64,
     /// Rows skipped because they failed even when sent alone (they crashed or hung an encoder,

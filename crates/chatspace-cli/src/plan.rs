@@ -6,11 +6,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 
-use crate::args::{EmbedArgs, ExtractMode};
+use crate::args::EmbedArgs;
 use crate::bad_input;
 use crate::dataset::{self, Dataset};
 use crate::devices;
-use crate::extract;
+use crate::extract::Extractor;
 use crate::hub::{Hub, HubConfig, looks_like_repo_id};
 use crate::manifest;
 use crate::remote;
@@ -25,10 +25,8 @@ pub struct RunPlan {
     pub devices: Vec<String>,
     /// The dataset's files and schema.
     pub dataset: Dataset,
-    /// Index of the text column in the dataset schema.
-    pub text_column: usize,
-    /// How texts are taken from it.
-    pub extract: ExtractMode,
+    /// How texts are taken from the text field (checked against the dataset's schema).
+    pub extractor: Extractor,
     /// The model folder (for a Hub model, its snapshot folder in the cache).
     pub model_dir: PathBuf,
     /// The ONNX file inside it.
@@ -55,16 +53,22 @@ pub struct RunPlan {
     pub complete: bool,
 }
 
-/// The run's settings as JSON, the way the manifest's `run_config` records them.
+/// The run's settings as JSON, the way the manifest's `run_config` records them: the flags,
+/// with the extraction settings as they apply (the mode, the text field chosen, the system
+/// prompt choice) and the number of encoders used, defaulted or not.
 pub fn comparable_config(
     args: &EmbedArgs,
-    extract: ExtractMode,
+    extractor: &Extractor,
     encoders: usize,
 ) -> Result<serde_json::Value> {
     let mut cfg = serde_json::to_value(args)?;
     if let Some(obj) = cfg.as_object_mut() {
-        obj.insert("extract".into(), serde_json::to_value(extract)?);
-        // The count used, defaulted or not.
+        obj.insert("extract".into(), serde_json::to_value(args.extract_mode())?);
+        obj.insert("text_field".into(), extractor.field().into());
+        obj.insert(
+            "system_prompt".into(),
+            serde_json::to_value(args.system_prompt())?,
+        );
         obj.insert("encoders".into(), encoders.into());
     }
     Ok(cfg)
@@ -161,7 +165,6 @@ fn clear_previous(shard_dir: &Path, manifest: &Path, overwrite: bool) -> Result<
 impl RunPlan {
     /// Checks everything the flags name and prepares the output folders.
     pub fn resolve(args: EmbedArgs) -> Result<RunPlan> {
-        let extract = args.extract_mode();
         let mut hub: Option<Hub> = None;
         let mut hub = || -> Result<Hub> {
             if hub.is_none() {
@@ -183,7 +186,7 @@ impl RunPlan {
             )?,
             None => return Err(bad_input!("dataset {} does not exist", args.dataset)),
         };
-        let text_column = extract::check_field(&dataset.schema, &args.text_field, extract)?;
+        let extractor = Extractor::new(&dataset.schema, &args)?;
         let model_path = Path::new(&args.model);
         let (model_dir, model_name, onnx_file, model_source) = if model_path.exists()
             || !looks_like_repo_id(&args.model)
@@ -226,7 +229,7 @@ impl RunPlan {
         let mut complete = false;
         if args.resume {
             let now = resume::settings(
-                &comparable_config(&args, extract, devices.len())?,
+                &comparable_config(&args, &extractor, devices.len())?,
                 &dataset.source,
                 &model_source,
             );
@@ -254,8 +257,7 @@ impl RunPlan {
             args,
             devices,
             dataset,
-            text_column,
-            extract,
+            extractor,
             model_dir,
             onnx_file,
             model_source,

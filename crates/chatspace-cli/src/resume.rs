@@ -14,6 +14,16 @@ use crate::bad_input;
 use crate::manifest::{Manifest, Status};
 use crate::shard::{ShardRecord, hex};
 
+/// A place in the output order: an input row and, in per-turn modes, a turn of it (0 in other
+/// modes, where a row gives at most one output row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Position {
+    /// The input row (`row_index`).
+    pub row: i64,
+    /// The turn (`turn_index`), or 0.
+    pub turn: i32,
+}
+
 /// What a resumed run starts from.
 #[derive(Debug)]
 pub struct Resume {
@@ -21,33 +31,47 @@ pub struct Resume {
     pub previous: Manifest,
     /// The shards kept, in order.
     pub kept: Vec<ShardRecord>,
-    /// The first `row_index` not in a kept shard.
-    pub next_row: i64,
+    /// The last output row in the kept shards (`None` when none is kept): everything up to it
+    /// is skipped. In per-turn modes a shard may end inside a row's turns, so this is a turn.
+    pub last_kept: Option<Position>,
+}
+
+impl Resume {
+    /// Whether the output row at `pos` is in a kept shard.
+    pub fn is_kept(&self, pos: Position) -> bool {
+        self.last_kept.is_some_and(|last| pos <= last)
+    }
 }
 
 /// The settings that must match for a run to be resumed, as `(name, value)`; read from a
 /// manifest's `run_config`, `source` and `model_source` (or built the same way for a new run).
 pub fn settings(run_config: &Value, source: &Value, model_source: &Value) -> Vec<(String, Value)> {
-    const KEYS: [&str; 11] = [
+    const KEYS: [&str; 13] = [
         "dataset",
         "subset",
         "split",
         "revision",
         "text_field",
         "extract",
+        "filter_role",
+        "system_prompt",
         "model",
         "model_revision",
         "onnx_file",
         "rows_per_shard",
         "max_rows",
     ];
+    // Manifests written before a setting existed ran with its default.
+    let default = |k: &str| match k {
+        "filter_role" => Value::Array(Vec::new()),
+        "system_prompt" => Value::String("keep".into()),
+        _ => Value::Null,
+    };
     let mut out: Vec<(String, Value)> = KEYS
         .iter()
         .map(|k| {
-            (
-                k.to_string(),
-                run_config.get(*k).cloned().unwrap_or(Value::Null),
-            )
+            let v = run_config.get(*k).cloned().unwrap_or_else(|| default(k));
+            (k.to_string(), v)
         })
         .collect();
     out.push((
@@ -142,11 +166,14 @@ pub fn prepare(
                 .map_err(|e| bad_input!("cannot remove {}: {e}", entry.path().display()))?;
         }
     }
-    let next_row = kept.last().map_or(0, |s| s.last_row_index + 1);
+    let last_kept = kept.last().map(|s| Position {
+        row: s.last_row_index,
+        turn: s.last_turn_index.unwrap_or(0),
+    });
     Ok(Some(Resume {
         previous,
         kept,
-        next_row,
+        last_kept,
     }))
 }
 
@@ -170,5 +197,57 @@ mod tests {
         let diff: Vec<_> = a.iter().zip(&b).filter(|(x, y)| x != y).collect();
         assert_eq!(diff.len(), 1);
         assert_eq!(diff[0].0.0, "rows_per_shard");
+    }
+
+    #[test]
+    fn settings_added_later_default_for_old_manifests() {
+        let old = settings(
+            &json!({"extract": "first-assistant"}),
+            &json!({}),
+            &json!({}),
+        );
+        let new = settings(
+            &json!({"extract": "first-assistant", "filter_role": [], "system_prompt": "keep"}),
+            &json!({}),
+            &json!({}),
+        );
+        assert_eq!(old, new);
+        let other = settings(
+            &json!({"extract": "transcript", "filter_role": ["user"], "system_prompt": "drop"}),
+            &json!({}),
+            &json!({}),
+        );
+        let diff: Vec<&str> = new
+            .iter()
+            .zip(&other)
+            .filter(|(x, y)| x != y)
+            .map(|(x, _)| x.0.as_str())
+            .collect();
+        assert_eq!(diff, vec!["extract", "filter_role", "system_prompt"]);
+    }
+
+    #[test]
+    fn positions_order_rows_then_turns() {
+        let r = Resume {
+            previous: serde_json::from_value(json!({
+                "dataset": "d", "subset": null, "split": "train", "model": "m", "source": {},
+                "status": "interrupted", "rows_total": 0, "rows_skipped": 0,
+                "skipped_reasons": {}, "rows_truncated": 0, "embedding_dim": 1,
+                "rows_per_shard": 1, "shards": [], "created_at": "", "run_id": "",
+                "min_norm": null, "max_norm": null, "preprocessing": null, "model_source": {},
+                "model_info": {}, "run_config": {}, "tool": {"package": "chatspace", "version": "0"}
+            }))
+            .unwrap(),
+            kept: Vec::new(),
+            last_kept: Some(Position { row: 5, turn: 2 }),
+        };
+        let at = |row, turn| r.is_kept(Position { row, turn });
+        assert!(at(4, 9) && at(5, 0) && at(5, 2));
+        assert!(!at(5, 3) && !at(6, 0));
+        let none = Resume {
+            last_kept: None,
+            ..r
+        };
+        assert!(!none.is_kept(Position { row: 0, turn: 0 }));
     }
 }

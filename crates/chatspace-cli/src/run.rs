@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use arrow::array::{
-    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int64Array, RecordBatch, StringArray,
-    UInt32Array,
+    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch,
+    StringArray, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -23,8 +23,9 @@ use tokio::sync::mpsc;
 use crate::dataset;
 use crate::extract::{self, SkipReasons};
 use crate::manifest::{self, FailedRow, Manifest, RunSummary, Status, Tool};
-use crate::plan::RunPlan;
+use crate::plan::{self, RunPlan};
 use crate::pool::{self, Done, Job, Pool, PoolConfig, Recovery, Restarts};
+use crate::resume::Position;
 use crate::shard::ShardWriter;
 
 /// Columns chatspace adds to every shard row (input columns of the same name are renamed).
@@ -37,13 +38,21 @@ pub const ADDED_COLUMNS: [&str; 6] = [
     "row_index",
 ];
 
+/// Columns chatspace adds after [`ADDED_COLUMNS`] in per-turn modes.
+pub const TURN_COLUMNS: [&str; 2] = ["turn_index", "role"];
+
 /// Input rows that travel with a job, to be written next to their embeddings.
 #[derive(Debug)]
 pub struct Rows {
-    /// The input rows that have a text (all input columns).
+    /// The input row of each text (all input columns; repeated for each of a row's turns in
+    /// per-turn modes).
     batch: RecordBatch,
     /// Their positions in the input stream.
     row_index: Vec<i64>,
+    /// Per-turn modes: each text's turn index; else empty.
+    turn_index: Vec<i32>,
+    /// Per-turn modes: each text's role (`Utf8`).
+    role: Option<ArrayRef>,
 }
 
 /// What the reader counted.
@@ -51,6 +60,19 @@ pub struct Rows {
 struct ReadStats {
     rows_read: u64,
     skipped: SkipReasons,
+    turns_skipped: SkipReasons,
+}
+
+/// The field an input column gets in the output: renamed `_original_<name>` when it would
+/// collide with a column chatspace adds.
+fn output_field(field: &Field, added: &[&str]) -> Field {
+    if added.contains(&field.name().as_str()) {
+        field
+            .clone()
+            .with_name(format!("_original_{}", field.name()))
+    } else {
+        field.clone()
+    }
 }
 
 /// The result of a run, for the summary line.
@@ -62,11 +84,15 @@ pub struct Outcome {
     pub manifest_path: std::path::PathBuf,
 }
 
-fn output_schema(input: &Schema, dim: u32) -> SchemaRef {
+fn output_schema(input: &Schema, dim: u32, per_turn: bool) -> SchemaRef {
+    let mut added = ADDED_COLUMNS.to_vec();
+    if per_turn {
+        added.extend(TURN_COLUMNS);
+    }
     let mut fields: Vec<Field> = input
         .fields()
         .iter()
-        .map(|f| extract::output_field(f, &ADDED_COLUMNS))
+        .map(|f| output_field(f, &added))
         .collect();
     fields.push(Field::new("text", DataType::Utf8, false));
     fields.push(Field::new(
@@ -81,6 +107,10 @@ fn output_schema(input: &Schema, dim: u32) -> SchemaRef {
     fields.push(Field::new("run_id", DataType::Utf8, false));
     fields.push(Field::new("created_at", DataType::Utf8, false));
     fields.push(Field::new("row_index", DataType::Int64, false));
+    if per_turn {
+        fields.push(Field::new("turn_index", DataType::Int32, false));
+        fields.push(Field::new("role", DataType::Utf8, false));
+    }
     Arc::new(Schema::new(fields))
 }
 
@@ -156,8 +186,6 @@ fn read_jobs(
     let mut next_id = 0u64;
     let max_rows = plan.args.max_rows.unwrap_or(u64::MAX);
     let total = plan.dataset.rows.map(|n| n.min(max_rows));
-    // With --resume, rows before this are in kept shards: read (to count skips) but not sent.
-    let first_row = plan.resume.as_ref().map_or(0, |r| r.next_row);
     dataset::read_batches(&plan.dataset, |batch| {
         if stop.load(Ordering::SeqCst) {
             return Ok(false);
@@ -170,20 +198,27 @@ fn read_jobs(
         };
         let base = stats.rows_read as i64;
         stats.rows_read += batch.num_rows() as u64;
-        let mut ex = extract::extract(&batch, plan.text_column, plan.extract);
-        if base < first_row {
-            let done = ex
-                .keep
-                .iter()
-                .take_while(|&&k| base + (k as i64) < first_row)
+        let mut ex = plan.extractor.extract(&batch)?;
+        // With --resume, texts in kept shards are read (to count skips) but not sent. In
+        // per-turn modes a kept shard may end inside a row's turns: the rest are sent.
+        if let Some(r) = &plan.resume {
+            let done = (0..ex.keep.len())
+                .take_while(|&j| {
+                    r.is_kept(Position {
+                        row: base + ex.keep[j] as i64,
+                        turn: ex.turn(j),
+                    })
+                })
                 .count();
-            ex.keep.drain(..done);
-            ex.texts.drain(..done);
-            progress.inc(done as u64);
+            progress.inc(distinct_rows(&ex.keep[..done]));
+            ex.drop_front(done);
         }
         let skipped: u64 = ex.skipped.values().sum();
-        for (why, n) in ex.skipped {
+        for (why, n) in std::mem::take(&mut ex.skipped) {
             *stats.skipped.entry(why).or_default() += n;
+        }
+        for (why, n) in std::mem::take(&mut ex.turns_skipped) {
+            *stats.turns_skipped.entry(why).or_default() += n;
         }
         progress.inc(skipped);
         let mut start = 0;
@@ -199,10 +234,15 @@ fn read_jobs(
             let rows = arrow::compute::take_record_batch(&batch, &idx)?;
             let job = Job {
                 id: next_id,
-                texts: ex.texts[range].iter_mut().map(std::mem::take).collect(),
+                texts: ex.texts[range.clone()]
+                    .iter_mut()
+                    .map(std::mem::take)
+                    .collect(),
                 payload: Rows {
                     batch: rows,
                     row_index: keep.iter().map(|&k| base + k as i64).collect(),
+                    turn_index: ex.turns.get(range.clone()).unwrap_or_default().to_vec(),
+                    role: ex.roles.as_ref().map(|r| r.slice(range.start, range.len())),
                 },
             };
             next_id += 1;
@@ -214,6 +254,12 @@ fn read_jobs(
         Ok(stats.rows_read < max_rows)
     })?;
     Ok(stats)
+}
+
+/// The number of distinct input rows among ascending row positions (for the progress bar,
+/// which counts input rows).
+fn distinct_rows(keep: &[u32]) -> u64 {
+    keep.chunk_by(|a, b| a == b).count() as u64
 }
 
 /// The writer's state: reorders results and writes shards and manifest.
@@ -230,6 +276,8 @@ struct Writer {
     padded_tokens: u64,
     progress: ProgressBar,
     first_row_at: Option<Instant>,
+    /// The last input row counted on the progress bar (which counts input rows).
+    progress_row: i64,
     rows_read: u64,
     /// --max-failed-rows.
     max_failed_rows: u64,
@@ -247,7 +295,8 @@ impl Writer {
             truncated,
             failed,
         } = done;
-        self.progress.inc(failed.len() as u64);
+        // Failed rows count as done on the progress bar too.
+        self.count_progress(&job.payload.row_index);
         if !failed.is_empty() {
             self.drop_failed(&mut job, failed)?;
         }
@@ -267,7 +316,12 @@ impl Writer {
             .chunks_exact(self.dim)
             .map(|v| v.iter().map(|x| x * x).sum::<f32>().sqrt())
             .collect();
-        let Rows { batch, row_index } = job.payload;
+        let Rows {
+            batch,
+            row_index,
+            turn_index,
+            role,
+        } = job.payload;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
         let item = Arc::new(Field::new("item", DataType::Float32, false));
         columns.push(Arc::new(StringArray::from(job.texts)));
@@ -284,33 +338,53 @@ impl Writer {
             n
         ])));
         columns.push(Arc::new(Int64Array::from(row_index.clone())));
+        if let Some(role) = role {
+            columns.push(Arc::new(Int32Array::from(turn_index.clone())));
+            columns.push(role);
+        }
         let out = RecordBatch::try_new(self.schema.clone(), columns)?;
 
-        let closed = self.shards.write(&out, &row_index, &norms)?;
+        let closed = self.shards.write(&out, &row_index, &turn_index, &norms)?;
         let m = &mut self.manifest;
         m.rows_total += n as u64;
         m.rows_truncated += truncated as u64;
         self.tokens += tokens;
         self.padded_tokens += padded_tokens;
-        self.progress.inc(n as u64);
+
         if !closed.is_empty() {
             self.record(closed)?;
         }
         Ok(())
     }
 
-    /// Takes the rows that failed out of `job` (its texts, input rows and row indexes), records
-    /// them in the manifest, and fails the run once there are more than --max-failed-rows.
+    /// Counts the input rows of `row_index` (ascending) not counted yet on the progress bar.
+    fn count_progress(&mut self, row_index: &[i64]) {
+        let mut new = 0;
+        for &r in row_index {
+            if r > self.progress_row {
+                self.progress_row = r;
+                new += 1;
+            }
+        }
+        self.progress.inc(new);
+    }
+
+    /// Takes the rows that failed out of `job` (its texts, input rows, row and turn indexes,
+    /// roles), records them in the manifest, and fails the run once there are more than
+    /// --max-failed-rows.
     fn drop_failed(&mut self, job: &mut Job<Rows>, failed: Vec<(usize, String)>) -> Result<()> {
         let rows = &mut job.payload;
         let mut keep = vec![true; job.texts.len()];
         for (offset, reason) in failed {
             let row_index = rows.row_index[offset];
-            tracing::warn!(row_index, %reason, "row failed and is skipped");
+            let turn_index = rows.turn_index.get(offset).copied();
+            tracing::warn!(row_index, ?turn_index, %reason, "row failed and is skipped");
             keep[offset] = false;
-            self.manifest
-                .rows_failed
-                .push(FailedRow { row_index, reason });
+            self.manifest.rows_failed.push(FailedRow {
+                row_index,
+                turn_index,
+                reason,
+            });
         }
         let mut flags = keep.iter();
         job.texts
@@ -318,7 +392,16 @@ impl Writer {
         let mut flags = keep.iter();
         rows.row_index
             .retain(|_| *flags.next().expect("one flag per row"));
-        rows.batch = arrow::compute::filter_record_batch(&rows.batch, &BooleanArray::from(keep))?;
+        if !rows.turn_index.is_empty() {
+            let mut flags = keep.iter();
+            rows.turn_index
+                .retain(|_| *flags.next().expect("one flag per turn"));
+        }
+        let keep = BooleanArray::from(keep);
+        if let Some(role) = &mut rows.role {
+            *role = arrow::compute::filter(role, &keep)?;
+        }
+        rows.batch = arrow::compute::filter_record_batch(&rows.batch, &keep)?;
         let m = &mut self.manifest;
         m.rows_failed_count = m.rows_failed.len() as u64;
         if m.rows_failed_count > self.max_failed_rows {
@@ -436,7 +519,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     tracing::info!(?info, "encoders ready");
 
     let plan = Arc::new(plan);
-    let schema = output_schema(&plan.dataset.schema, info.dim);
+    let schema = output_schema(&plan.dataset.schema, info.dim, plan.extractor.per_turn());
     let manifest = Manifest {
         dataset: plan.args.dataset.clone(),
         subset: plan.args.subset.clone(),
@@ -445,8 +528,10 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         source: plan.dataset.source.clone(),
         status: Status::Running,
         rows_total: 0,
+        input_rows: 0,
         rows_skipped: 0,
         skipped_reasons: BTreeMap::new(),
+        turns_skipped: BTreeMap::new(),
         rows_truncated: 0,
         rows_failed_count: 0,
         rows_failed: Vec::new(),
@@ -457,13 +542,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         run_id: plan.run_id.clone(),
         min_norm: None,
         max_norm: None,
-        preprocessing: match plan.extract {
-            crate::args::ExtractMode::FirstAssistant => Some(format!(
-                "Extracted first assistant response from '{}' field; skipped rows without assistant responses",
-                plan.args.text_field
-            )),
-            crate::args::ExtractMode::None => None,
-        },
+        preprocessing: plan.extractor.describe(),
         model_source: plan.model_source.clone(),
         model_info: serde_json::to_value(&info)?,
         run_config: run_config(&plan)?,
@@ -476,7 +555,12 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         manifest.rows_truncated = r.previous.rows_truncated;
         // Rows that failed before the resume point stay failed; later ones are tried again.
         manifest.rows_failed = (r.previous.rows_failed.iter())
-            .filter(|f| f.row_index < r.next_row)
+            .filter(|f| {
+                r.is_kept(Position {
+                    row: f.row_index,
+                    turn: f.turn_index.unwrap_or(0),
+                })
+            })
             .cloned()
             .collect();
         manifest.rows_failed_count = manifest.rows_failed.len() as u64;
@@ -484,7 +568,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         manifest.max_norm = r.kept.iter().map(|s| s.max_norm).reduce(f32::max);
         tracing::info!(
             shards = r.kept.len(),
-            next_row = r.next_row,
+            last_kept = ?r.last_kept,
             "resuming after the verified shards"
         );
     }
@@ -527,6 +611,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         padded_tokens: 0,
         progress: progress.clone(),
         first_row_at: None,
+        progress_row: -1,
         rows_read: 0,
         max_failed_rows: args.max_failed_rows,
         restarts: pool.restarts(),
@@ -573,12 +658,13 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Some(e),
         (Ok(stats), Ok(()), Ok(())) => {
             let m = &mut writer.manifest;
+            m.input_rows = stats.rows_read;
             m.rows_skipped = stats.skipped.values().sum();
-            m.skipped_reasons = stats
-                .skipped
-                .iter()
-                .map(|(k, v)| (k.to_string(), *v))
-                .collect();
+            let named = |reasons: &SkipReasons| -> BTreeMap<String, u64> {
+                reasons.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+            };
+            m.skipped_reasons = named(&stats.skipped);
+            m.turns_skipped = named(&stats.turns_skipped);
             match graceful {
                 Some(sig) => Some(
                     writer
@@ -672,12 +758,10 @@ impl Writer {
 }
 
 fn run_config(plan: &RunPlan) -> Result<serde_json::Value> {
-    let mut cfg = serde_json::to_value(&plan.args)?;
+    let mut cfg = plan::comparable_config(&plan.args, &plan.extractor, plan.devices.len())?;
     let extra: HashMap<&str, serde_json::Value> = HashMap::from([
         ("model_dir", serde_json::json!(plan.model_dir)),
         ("dataset_files", serde_json::json!(plan.dataset.files)),
-        ("extract", serde_json::to_value(plan.extract)?),
-        ("encoders", serde_json::json!(plan.devices.len())),
         ("encoder_devices", serde_json::json!(plan.devices)),
     ]);
     if let Some(obj) = cfg.as_object_mut() {

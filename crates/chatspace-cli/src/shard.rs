@@ -34,6 +34,12 @@ pub struct ShardRecord {
     pub first_row_index: i64,
     /// `row_index` of the last row.
     pub last_row_index: i64,
+    /// Per-turn modes: `turn_index` of the first row (a shard may begin inside a row's turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_turn_index: Option<i32>,
+    /// Per-turn modes: `turn_index` of the last row (a shard may end inside a row's turns).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_turn_index: Option<i32>,
     /// Embedding dimension.
     pub embedding_dim: u32,
     /// Smallest L2 norm of an embedding in the shard.
@@ -75,6 +81,8 @@ struct OpenShard {
     rows: u64,
     first_row: i64,
     last_row: i64,
+    first_turn: Option<i32>,
+    last_turn: Option<i32>,
     min_norm: f32,
     max_norm: f32,
 }
@@ -128,7 +136,7 @@ impl ShardWriter {
         props.build()
     }
 
-    fn open_shard(&mut self, first_row: i64) -> Result<&mut OpenShard> {
+    fn open_shard(&mut self, first_row: i64, first_turn: Option<i32>) -> Result<&mut OpenShard> {
         let index = self.next_index;
         let tmp = self.dir.join(format!("{}.tmp", shard_file_name(index)));
         let file = File::create(&tmp)
@@ -147,6 +155,8 @@ impl ShardWriter {
             rows: 0,
             first_row,
             last_row: first_row,
+            first_turn,
+            last_turn: first_turn,
             min_norm: f32::INFINITY,
             max_norm: f32::NEG_INFINITY,
         }))
@@ -158,21 +168,24 @@ impl ShardWriter {
         self
     }
 
-    /// Appends `batch` (whose rows have the given `row_index` values and embedding `norms`),
-    /// closing shards as they fill up. Returns the shards closed by this call.
+    /// Appends `batch` (whose rows have the given `row_index` values, `turn_index` values in
+    /// per-turn modes, else none, and embedding `norms`), closing shards as they fill up.
+    /// Returns the shards closed by this call.
     pub fn write(
         &mut self,
         batch: &RecordBatch,
         row_index: &[i64],
+        turn_index: &[i32],
         norms: &[f32],
     ) -> Result<Vec<ShardRecord>> {
+        let turn = |i: usize| turn_index.get(i).copied();
         let mut closed = Vec::new();
         let mut start = 0usize;
         while start < batch.num_rows() {
             let rows_per_shard = self.rows_per_shard;
             let shard = match self.open.as_mut() {
                 Some(s) => s,
-                None => self.open_shard(row_index[start])?,
+                None => self.open_shard(row_index[start], turn(start))?,
             };
             let room = (rows_per_shard - shard.rows) as usize;
             let take = room.min(batch.num_rows() - start);
@@ -188,6 +201,7 @@ impl ShardWriter {
             }
             shard.rows += take as u64;
             shard.last_row = row_index[start + take - 1];
+            shard.last_turn = turn(start + take - 1);
             start += take;
             if shard.rows == rows_per_shard {
                 closed.push(self.close()?.expect("a shard is open"));
@@ -224,6 +238,8 @@ impl ShardWriter {
             sha256,
             first_row_index: shard.first_row,
             last_row_index: shard.last_row,
+            first_turn_index: shard.first_turn,
+            last_turn_index: shard.last_turn,
             embedding_dim: self.dim,
             min_norm: shard.min_norm,
             max_norm: shard.max_norm,
@@ -306,7 +322,7 @@ mod tests {
             )
             .unwrap();
             let norms = vec![1.0; idx.len()];
-            closed.extend(w.write(&batch, &idx, &norms).unwrap());
+            closed.extend(w.write(&batch, &idx, &[], &norms).unwrap());
         }
         closed.extend(w.close().unwrap());
         let ranges: Vec<(i64, i64, u64)> = closed
@@ -314,6 +330,7 @@ mod tests {
             .map(|s| (s.first_row_index, s.last_row_index, s.rows))
             .collect();
         assert_eq!(ranges, vec![(0, 3, 4), (4, 7, 4), (8, 9, 2)]);
+        assert!(closed.iter().all(|s| s.first_turn_index.is_none()));
         for s in &closed {
             let bytes = std::fs::read(dir.path().join(&s.path)).unwrap();
             assert_eq!(bytes.len() as u64, s.bytes);
@@ -363,7 +380,7 @@ mod tests {
         .unwrap();
         let mut w = ShardWriter::new(dir.path(), dir.path(), schema, 1000, 2);
         let idx: Vec<i64> = (0..n as i64).collect();
-        w.write(&batch, &idx, &vec![1.0; n]).unwrap();
+        w.write(&batch, &idx, &[], &vec![1.0; n]).unwrap();
         let shard = w.close().unwrap().unwrap();
         let file = File::open(dir.path().join(&shard.path)).unwrap();
         let meta = SerializedFileReader::new(file).unwrap().metadata().clone();
@@ -386,6 +403,38 @@ mod tests {
             by_path("model")
                 .encodings()
                 .any(|e| e == Encoding::RLE_DICTIONARY)
+        );
+    }
+
+    #[test]
+    fn a_shard_may_begin_and_end_inside_a_rows_turns() {
+        let dir = tempfile::tempdir().unwrap();
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "row_index",
+            DataType::Int64,
+            false,
+        )]));
+        let mut w = ShardWriter::new(dir.path(), dir.path(), schema.clone(), 3, 1);
+        let rows = vec![0i64, 0, 1, 1, 1, 2];
+        let turns = vec![0i32, 1, 0, 1, 2, 5];
+        let batch =
+            RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(rows.clone()))]).unwrap();
+        let mut closed = w.write(&batch, &rows, &turns, &[1.0; 6]).unwrap();
+        closed.extend(w.close().unwrap());
+        let ranges: Vec<_> = closed
+            .iter()
+            .map(|s| {
+                (
+                    s.first_row_index,
+                    s.first_turn_index,
+                    s.last_row_index,
+                    s.last_turn_index,
+                )
+            })
+            .collect();
+        assert_eq!(
+            ranges,
+            vec![(0, Some(0), 1, Some(0)), (1, Some(1), 2, Some(5))]
         );
     }
 }
