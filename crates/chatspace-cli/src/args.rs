@@ -133,11 +133,12 @@ pub struct EmbedArgs {
     pub batch_size: u32,
     /// Padded tokens (rows × longest row) per inference batch, with --batch-size as the row cap;
     /// 0 for no limit. Texts are sorted by length within each unit, so batches stay dense.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = 512)]
     pub tokens_per_batch: u32,
-    /// Rows per unit of work sent to an encoder (the first units are smaller, so the first rows
-    /// come back quickly). Encoders sort a unit's texts by length before cutting batches, so
-    /// larger units mean less padding; at most one read batch (1,024 rows).
+    /// Rows per unit of work sent to an encoder (the first unit is one batch, so the first rows
+    /// come back quickly, and the last ones shrink so encoders finish together). Encoders sort a
+    /// unit's texts by length before cutting batches, so larger units mean less padding; at most
+    /// one read batch (1,024 rows).
     #[arg(long, default_value_t = 1024, value_parser = positive::<u32>)]
     pub unit_rows: u32,
     /// Rows per Parquet shard.

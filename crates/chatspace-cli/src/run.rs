@@ -158,13 +158,13 @@ const JOBS_AHEAD: usize = pool::JOBS_IN_FLIGHT;
 
 /// The most rows job `id` may hold when `left` input rows (if known) remain from its first one.
 ///
-/// The first jobs are small, so the first rows are written within a second: one batch, then
-/// doubling. Later ones are large (`--unit-rows`), so encoders can sort many texts by length
-/// before cutting batches. Near the end of a dataset of known size they shrink again, to a
+/// The first job is one batch, so the first rows are written within a second. Later ones are
+/// large (`--unit-rows`), so encoders can sort many texts by length before cutting batches
+/// (small units cost padding). Near the end of a dataset of known size they shrink again, to a
 /// share of what is left that all encoders' queues together hold, so encoders finish at about
 /// the same time instead of one working through a large last job while the others idle.
 fn job_cap(s: &JobSizing, id: u64, left: Option<u64>) -> usize {
-    let ramp = s.job_rows.min(s.batch_rows << id.min(16));
+    let ramp = if id == 0 { s.batch_rows } else { s.job_rows };
     let tail = left.map_or(usize::MAX, |left| {
         let share = left / (JOBS_AHEAD * s.encoders.max(1)) as u64;
         usize::try_from(share)
@@ -794,7 +794,7 @@ mod tests {
             encoders: 2,
         };
         let known = sizes(&s, Some(20_000), 20_000);
-        assert_eq!(known[..6], [32, 64, 128, 256, 512, 1024]);
+        assert_eq!(known[..3], [32, 1024, 1024]);
         // The last jobs are no larger than a share of what is left, down to one batch.
         let last: Vec<usize> = known.iter().rev().take(4).copied().collect();
         assert!(last.iter().all(|&n| n <= 64), "{known:?}");
@@ -806,7 +806,7 @@ mod tests {
         assert_eq!(known.iter().sum::<usize>(), 20_000);
         // Of unknown size: full jobs to the end.
         let unknown = sizes(&s, None, 20_000);
-        assert!(unknown[6..unknown.len() - 1].iter().all(|&n| n == 1024));
+        assert!(unknown[1..unknown.len() - 1].iter().all(|&n| n == 1024));
         // A share of the rest never goes under one batch, nor over --unit-rows.
         assert_eq!(job_cap(&s, 40, Some(10)), 32);
         assert_eq!(job_cap(&s, 40, Some(u64::MAX)), 1024);
