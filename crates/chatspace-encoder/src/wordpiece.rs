@@ -66,17 +66,54 @@ impl Hasher for Fx {
     }
 }
 
-type Vocab = HashMap<Box<[u8]>, u32, BuildHasherDefault<Fx>>;
+type Fast = BuildHasherDefault<Fx>;
+
+/// Word pieces and their ids: pieces of up to 15 bytes packed with their length into one
+/// integer (one multiply-rotate per half to hash, one comparison to match), longer ones by
+/// their bytes.
+#[derive(Default)]
+struct Vocab {
+    short: HashMap<u128, u32, Fast>,
+    long: HashMap<Box<[u8]>, u32, Fast>,
+    /// The longest piece, in bytes.
+    longest: usize,
+}
+
+impl Vocab {
+    fn insert(&mut self, piece: &[u8], id: u32) {
+        if piece.len() < 16 {
+            self.short.insert(pack(piece), id);
+        } else {
+            self.long.insert(piece.into(), id);
+        }
+        self.longest = self.longest.max(piece.len());
+    }
+
+    #[inline]
+    fn get(&self, piece: &[u8]) -> Option<u32> {
+        if piece.len() < 16 {
+            self.short.get(&pack(piece)).copied()
+        } else {
+            self.long.get(piece).copied()
+        }
+    }
+}
+
+/// Up to 15 bytes and their count in one integer.
+#[inline]
+fn pack(piece: &[u8]) -> u128 {
+    let mut b = [0u8; 16];
+    b[..piece.len()].copy_from_slice(piece);
+    b[15] = piece.len() as u8;
+    u128::from_le_bytes(b)
+}
 
 /// An ASCII-only re-implementation of one BERT WordPiece tokenizer (see the module docs).
 pub struct FastWordPiece {
-    /// Pieces that may start a word, by their bytes.
+    /// Pieces that may start a word.
     starts: Vocab,
     /// Pieces that may continue a word, without the continuation prefix (`##`).
     conts: Vocab,
-    /// The longest key of each map, in bytes.
-    max_start: usize,
-    max_cont: usize,
     unk: u32,
     /// Longer words become one unknown token.
     max_word: usize,
@@ -119,17 +156,14 @@ impl FastWordPiece {
         let max_word = model["max_input_chars_per_word"].as_u64()? as usize;
 
         let (mut starts, mut conts) = (Vocab::default(), Vocab::default());
-        let (mut max_start, mut max_cont) = (0, 0);
         for (piece, id) in vocab {
             let (bytes, id) = (piece.as_bytes(), id.as_u64()? as u32);
             if !piece.is_ascii() {
                 continue; // never matches ASCII text
             }
-            max_start = max_start.max(bytes.len());
-            starts.insert(bytes.into(), id);
+            starts.insert(bytes, id);
             if let Some(rest) = bytes.strip_prefix(prefix).filter(|r| !r.is_empty()) {
-                max_cont = max_cont.max(rest.len());
-                conts.insert(rest.into(), id);
+                conts.insert(rest, id);
             }
         }
 
@@ -149,8 +183,6 @@ impl FastWordPiece {
         let mut fast = FastWordPiece {
             starts,
             conts,
-            max_start,
-            max_cont,
             unk,
             max_word,
             lowercase: lower || norm["lowercase"] == true,
@@ -296,19 +328,19 @@ impl FastWordPiece {
         let mark = out.len();
         let mut start = 0;
         while start < w.len() {
-            let (map, longest) = if start == 0 {
-                (&self.starts, self.max_start)
+            let map = if start == 0 {
+                &self.starts
             } else {
-                (&self.conts, self.max_cont)
+                &self.conts
             };
-            let mut end = w.len().min(start + longest);
+            let mut end = w.len().min(start + map.longest);
             loop {
                 if end == start {
                     out.truncate(mark);
                     out.push(self.unk);
                     return;
                 }
-                if let Some(&id) = map.get(&w[start..end]) {
+                if let Some(id) = map.get(&w[start..end]) {
                     out.push(id);
                     start = end;
                     break;
