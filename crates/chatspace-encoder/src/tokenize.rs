@@ -51,6 +51,8 @@ pub struct TextTokenizer {
     side: Side,
     /// The fast path for BERT WordPiece on ASCII text, when it applies to this tokenizer.
     fast: Option<FastWordPiece>,
+    /// Prepended to every text (see [`crate::prompt`]).
+    prompt: Option<String>,
 }
 
 impl TextTokenizer {
@@ -95,7 +97,25 @@ impl TextTokenizer {
             window: cfg.max_seq_length.max(16).saturating_mul(CHARS_PER_TOKEN),
             side: cfg.truncation_side,
             fast,
+            prompt: cfg.prompt.as_ref().map(|p| p.text.clone()),
         })
+    }
+
+    /// How many tokens pooling leaves out at the start of every row: the prompt's, when there is
+    /// a prompt and the Pooling config says `include_prompt: false`, else 0. The prompt is
+    /// tokenized alone as any text is; a trailing special token (`[SEP]`, EOS) does not count,
+    /// as in sentence-transformers.
+    pub fn prompt_skip(&self, cfg: &ModelConfig) -> Result<usize> {
+        let Some(prompt) = cfg.prompt.as_ref().filter(|_| !cfg.include_prompt) else {
+            return Ok(0);
+        };
+        let t = self.encode_plain(&prompt.text)?;
+        let special = self.inner.get_added_tokens_decoder();
+        let last_special = t
+            .ids
+            .last()
+            .is_some_and(|id| special.get(id).is_some_and(|tok| tok.special));
+        Ok(t.ids.len() - usize::from(last_special))
     }
 
     /// Turns the fast path off: every text goes through Hugging Face `tokenizers`.
@@ -119,6 +139,14 @@ impl TextTokenizer {
     /// lowercased when the folder says so, with special tokens, cut to the limit. A long text is
     /// cut to a window first (see the module docs).
     pub fn encode(&self, text: &str) -> Result<Tokenized> {
+        match &self.prompt {
+            Some(prompt) => self.encode_plain(&format!("{prompt}{text}")),
+            None => self.encode_plain(text),
+        }
+    }
+
+    /// [`Self::encode`] without the prompt.
+    fn encode_plain(&self, text: &str) -> Result<Tokenized> {
         let text = strip(text);
         if let Some(t) = self.fast.as_ref().and_then(|f| f.encode(text)) {
             return Ok(t);
@@ -209,7 +237,7 @@ pub fn strip(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::config::ModelOptions;
@@ -298,6 +326,7 @@ mod tests {
                 model: dir,
                 onnx_file: None,
                 max_seq_length: None,
+                ..ModelOptions::for_folder(PathBuf::new())
             };
             for side in [Side::Right, Side::Left] {
                 let mut cfg = ModelConfig::load(&opts).unwrap();
