@@ -254,6 +254,39 @@ mod tests {
         assert_eq!(cut("abcdefghij", 4, Side::Left), ("ghij", false));
     }
 
+    /// A prompt is text prepended: the fast path gives `tokenizers`' ids for it too, and the
+    /// tokens pooling skips are the prompt's without its trailing `[SEP]`.
+    #[test]
+    fn prompts_are_prepended_and_their_tokens_counted() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2");
+        if !dir.is_dir() {
+            eprintln!("skipped: {} is absent", dir.display());
+            return;
+        }
+        let opts = ModelOptions {
+            prompt: crate::config::PromptChoice::Text("query: ".into()),
+            ..ModelOptions::for_folder(dir.clone())
+        };
+        let mut cfg = ModelConfig::load(&opts).unwrap();
+        let tok = TextTokenizer::load(&cfg).unwrap();
+        assert!(tok.fast().is_some());
+        let plain = TextTokenizer::load(&ModelConfig::load(&ModelOptions::for_folder(dir)).unwrap())
+            .unwrap();
+        for text in ["Hello there", "  spaced  ", ""] {
+            let fast = tok.encode(text).unwrap();
+            let exact = tok.encode_exact(strip(&format!("query: {text}"))).unwrap();
+            assert_eq!(fast, exact, "{text:?}");
+            // [CLS] query : ... [SEP]
+            let without = plain.encode(text).unwrap();
+            assert_eq!(fast.ids.len(), without.ids.len() + 2, "{text:?}");
+            assert_eq!(fast.ids[3..], without.ids[1..], "{text:?}");
+        }
+        assert_eq!(tok.prompt_skip(&cfg).unwrap(), 0, "include_prompt is true");
+        cfg.include_prompt = false;
+        assert_eq!(tok.prompt_skip(&cfg).unwrap(), 3);
+    }
+
     #[test]
     fn strip_matches_python() {
         assert_eq!(strip("  a b \t\n"), "a b");
