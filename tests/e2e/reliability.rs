@@ -290,6 +290,8 @@ fn more_failed_rows_than_allowed_fail_the_run_keeping_complete_shards() {
     let ran = run(null_run(&data, &out, Some("fail:BOOM")).args([
         "--batch-size",
         "2",
+        "--unit-rows",
+        "16",
         "--rows-per-shard",
         "10",
         "--max-failed-rows",

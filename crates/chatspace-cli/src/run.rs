@@ -394,7 +394,17 @@ impl Writer {
         }
         let out = RecordBatch::try_new(self.schema.clone(), columns)?;
 
-        let closed = self.shards.write(&out, &row_index, &turn_index, &norms)?;
+        let closed = match self.shards.write(&out, &row_index, &turn_index, &norms) {
+            Ok(closed) => closed,
+            Err(e) => {
+                // Shards completed before the failure are on disk: list them.
+                let closed = self.shards.take_closed();
+                if !closed.is_empty() {
+                    self.record(closed)?;
+                }
+                return Err(e);
+            }
+        };
         let m = &mut self.manifest;
         m.rows_total += n as u64;
         m.rows_truncated += truncated as u64;

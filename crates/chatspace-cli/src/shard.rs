@@ -96,6 +96,8 @@ pub struct ShardWriter {
     dim: u32,
     next_index: u64,
     open: Option<OpenShard>,
+    /// Shards closed by the current (or a failed) write, not yet handed over.
+    closed: Vec<ShardRecord>,
 }
 
 /// The file name of shard `index`.
@@ -114,6 +116,7 @@ impl ShardWriter {
             dim,
             next_index: 0,
             open: None,
+            closed: Vec::new(),
         }
     }
 
@@ -170,7 +173,8 @@ impl ShardWriter {
 
     /// Appends `batch` (whose rows have the given `row_index` values, `turn_index` values in
     /// per-turn modes, else none, and embedding `norms`), closing shards as they fill up.
-    /// Returns the shards closed by this call.
+    /// Returns the shards closed by this call. On an error, the shards this call closed before
+    /// it are complete on disk all the same: [`ShardWriter::take_closed`] hands them over.
     pub fn write(
         &mut self,
         batch: &RecordBatch,
@@ -178,8 +182,23 @@ impl ShardWriter {
         turn_index: &[i32],
         norms: &[f32],
     ) -> Result<Vec<ShardRecord>> {
+        self.write_inner(batch, row_index, turn_index, norms)?;
+        Ok(self.take_closed())
+    }
+
+    /// Shards closed by a [`ShardWriter::write`] that then failed (emptied by the call).
+    pub fn take_closed(&mut self) -> Vec<ShardRecord> {
+        std::mem::take(&mut self.closed)
+    }
+
+    fn write_inner(
+        &mut self,
+        batch: &RecordBatch,
+        row_index: &[i64],
+        turn_index: &[i32],
+        norms: &[f32],
+    ) -> Result<()> {
         let turn = |i: usize| turn_index.get(i).copied();
-        let mut closed = Vec::new();
         let mut start = 0usize;
         while start < batch.num_rows() {
             let rows_per_shard = self.rows_per_shard;
@@ -204,10 +223,11 @@ impl ShardWriter {
             shard.last_turn = turn(start + take - 1);
             start += take;
             if shard.rows == rows_per_shard {
-                closed.push(self.close()?.expect("a shard is open"));
+                let record = self.close()?.expect("a shard is open");
+                self.closed.push(record);
             }
         }
-        Ok(closed)
+        Ok(())
     }
 
     /// Closes the open shard, if any: footer, fsync, rename to the final name.
