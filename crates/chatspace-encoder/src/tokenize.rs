@@ -271,8 +271,9 @@ mod tests {
         let mut cfg = ModelConfig::load(&opts).unwrap();
         let tok = TextTokenizer::load(&cfg).unwrap();
         assert!(tok.fast().is_some());
-        let plain = TextTokenizer::load(&ModelConfig::load(&ModelOptions::for_folder(dir)).unwrap())
-            .unwrap();
+        let plain =
+            TextTokenizer::load(&ModelConfig::load(&ModelOptions::for_folder(dir)).unwrap())
+                .unwrap();
         for text in ["Hello there", "  spaced  ", ""] {
             let fast = tok.encode(text).unwrap();
             let exact = tok.encode_exact(strip(&format!("query: {text}"))).unwrap();
