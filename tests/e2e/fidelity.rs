@@ -1,58 +1,83 @@
 //! Our embeddings match Python sentence-transformers' (the shared reference files) for every
-//! text, computed in padded batches through the real binaries with two encoders.
+//! text, computed in padded batches through the real binaries: every reference file at batch
+//! sizes 1, 7 and 64, with one encoder and with two.
 
 use chatspace_tests::{bin, check_output, model, read_json, run_ok, shared};
 
-fn matches_reference(model_name: &str, batch_size: &str) {
-    let out = tempfile::tempdir().unwrap();
-    let reference = shared().join(format!("reference/{model_name}.parquet"));
-    run_ok(
-        bin("chatspace")
-            .arg("embed-hf")
-            .arg("--dataset")
-            .arg(&reference)
-            .arg("--model")
-            .arg(model(model_name))
-            .args([
-                "--encoders",
-                "2",
-                "--batch-size",
-                batch_size,
-                "--no-progress",
-            ])
-            .arg("--output-root")
-            .arg(out.path()),
-    );
-    let shard_dir = out
-        .path()
-        .join(format!("embeddings/{model_name}/{model_name}/train"));
-    let manifest = read_json(&out.path().join(format!(
-        "indexes/{model_name}/{model_name}/manifest-train.json"
-    )));
-    assert_eq!(manifest["status"], "complete");
-    let got = check_output(&[
-        "cosine",
-        shard_dir.to_str().unwrap(),
-        reference.to_str().unwrap(),
-    ]);
-    assert_eq!(got["rows"], got["reference_rows"], "{got}");
-    assert_eq!(got["distinct_ids"], got["reference_rows"], "{got}");
-    let min = got["min_cosine"].as_f64().unwrap();
-    assert!(
-        min >= 0.99999,
-        "{model_name}: min cosine {min} (row {})",
-        got["worst_id"]
-    );
+/// Batch sizes: one row (no padding), a size that leaves ragged last batches, and a large one.
+const BATCH_SIZES: [&str; 3] = ["1", "7", "64"];
+/// Encoder counts.
+const ENCODERS: [&str; 2] = ["1", "2"];
+
+/// Embeds `reference/<file>.parquet` with `model_name` and `extra` flags at every batch size
+/// and encoder count, and checks every row against the reference.
+fn matches_reference(file: &str, model_name: &str, extra: &[&str]) {
+    let reference = shared().join(format!("reference/{file}.parquet"));
+    for batch_size in BATCH_SIZES {
+        for encoders in ENCODERS {
+            let out = tempfile::tempdir().unwrap();
+            run_ok(
+                bin("chatspace")
+                    .arg("embed-hf")
+                    .arg("--dataset")
+                    .arg(&reference)
+                    .arg("--model")
+                    .arg(model(model_name))
+                    .args(["--encoders", encoders, "--batch-size", batch_size])
+                    .args(extra)
+                    .arg("--no-progress")
+                    .arg("--output-root")
+                    .arg(out.path()),
+            );
+            let shard_dir = out
+                .path()
+                .join(format!("embeddings/{model_name}/{file}/train"));
+            let manifest = read_json(
+                &out.path()
+                    .join(format!("indexes/{model_name}/{file}/manifest-train.json")),
+            );
+            assert_eq!(manifest["status"], "complete");
+            let got = check_output(&[
+                "cosine",
+                shard_dir.to_str().unwrap(),
+                reference.to_str().unwrap(),
+            ]);
+            let at = format!("{file}, batch size {batch_size}, {encoders} encoder(s)");
+            assert_eq!(got["rows"], got["reference_rows"], "{at}: {got}");
+            assert_eq!(got["distinct_ids"], got["reference_rows"], "{at}: {got}");
+            let min = got["min_cosine"].as_f64().unwrap();
+            assert!(
+                min >= 0.99999,
+                "{at}: min cosine {min} (row {})",
+                got["worst_id"]
+            );
+            // Both references are normalised: so must our vectors be.
+            let norm = got["max_norm_diff"].as_f64().unwrap();
+            assert!(norm < 1e-5, "{at}: norms differ by {norm}");
+            assert_eq!(got["duckdb_rows"], got["rows"], "{at}: {got}");
+        }
+    }
 }
 
 #[test]
 fn minilm_matches_sentence_transformers() {
-    matches_reference("all-MiniLM-L6-v2", "7");
+    matches_reference("all-MiniLM-L6-v2", "all-MiniLM-L6-v2", &[]);
 }
 
 #[test]
 fn last_token_decoder_with_left_padding_matches_sentence_transformers() {
-    matches_reference("tiny-qwen3-lasttoken", "7");
+    matches_reference("tiny-qwen3-lasttoken", "tiny-qwen3-lasttoken", &[]);
+}
+
+/// The `query` prompt of the model's `config_sentence_transformers.json`, prepended as
+/// sentence-transformers' `prompt_name="query"` does.
+#[test]
+fn query_prompt_matches_sentence_transformers() {
+    matches_reference(
+        "tiny-qwen3-lasttoken-query-prompt",
+        "tiny-qwen3-lasttoken",
+        &["--prompt-name", "query"],
+    );
 }
 
 /// Every turn of the shared chat data, as `{"text": ...}` JSON lines, written by pyarrow.

@@ -7,6 +7,7 @@ mod extract;
 mod fakehub;
 mod fidelity;
 mod hub;
+mod options;
 mod protocol;
 mod reliability;
 mod resume;

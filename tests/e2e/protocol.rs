@@ -56,7 +56,7 @@ fn assert_protocol_error(mode: &str, needle: &str) {
 fn wrong_protocol_version() {
     assert_protocol_error(
         "version",
-        "protocol version mismatch: encoder speaks 99, supervisor speaks 1",
+        "protocol version mismatch: encoder speaks 99, supervisor speaks 2",
     );
 }
 

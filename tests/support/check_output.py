@@ -4,7 +4,9 @@
       rows, columns and types, row_index order, per-shard sha256/size/ranges vs the manifest,
       and DuckDB's view of the same files.
   check_output.py cosine SHARD_DIR REFERENCE.parquet
-      per-row cosine between the shards' embeddings and the reference's, matched by `id`.
+      per-row cosine between the shards' embeddings and the reference's, matched by `id`; the
+      largest difference of their norms; the (ours, reference) widths; and the largest
+      difference between the embeddings as DuckDB and as pyarrow read them.
   check_output.py compare SHARD_DIR_A SHARD_DIR_B
       two runs' shards matched by `row_index`: the rows only one has, and the smallest cosine
       between the embeddings of the rows both have.
@@ -97,6 +99,8 @@ def cosine(shard_dir, reference):
     ref_by_id = dict(zip(ref.column("id").to_pylist(), ref.column("embedding").to_numpy(zero_copy_only=False)))
     worst = 1.0
     worst_id = None
+    norm_diff = 0.0
+    dims = set()
     ids = ours.column("id").to_pylist()
     embs = ours.column("embedding").to_numpy(zero_copy_only=False)
     for i, e in zip(ids, embs):
@@ -104,8 +108,19 @@ def cosine(shard_dir, reference):
         a = np.asarray(e, dtype=np.float64)
         b = np.asarray(r, dtype=np.float64)
         c = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b) + 1e-30))
+        norm_diff = max(norm_diff, abs(float(np.linalg.norm(a) - np.linalg.norm(b))))
+        dims.add((len(a), len(b)))
         if c < worst:
             worst, worst_id = c, i
+    by_id = dict(zip(ids, embs))
+    con = duckdb.connect()
+    duck = con.execute(
+        "SELECT id, embedding FROM read_parquet(?)", [os.path.join(shard_dir, "shard-*.parquet")]
+    ).fetchall()
+    duck_diff = max(
+        float(np.max(np.abs(np.asarray(e, dtype=np.float64) - np.asarray(by_id[i], dtype=np.float64))))
+        for i, e in duck
+    )
     print(
         json.dumps(
             {
@@ -114,6 +129,10 @@ def cosine(shard_dir, reference):
                 "distinct_ids": len(set(ids)),
                 "min_cosine": worst,
                 "worst_id": str(worst_id),
+                "max_norm_diff": norm_diff,
+                "dims": sorted(dims),
+                "duckdb_rows": len(duck),
+                "duckdb_max_abs_diff": duck_diff,
             }
         )
     )

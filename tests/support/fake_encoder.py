@@ -15,6 +15,9 @@ import socket
 import struct
 import sys
 
+# chatspace_proto::PROTO_VERSION: what the supervisor speaks.
+PROTO_VERSION = 2
+
 
 def varint(n):
     # bincode 1 varint: < 251 is one byte; else 251 + u16, 252 + u32, 253 + u64 (little endian)
@@ -41,10 +44,10 @@ def main():
     s.connect(sock_path)
     frames = {
         "version": hello(99, secret),
-        "secret": hello(1, "not-the-secret"),
+        "secret": hello(PROTO_VERSION, "not-the-secret"),
         "garbage": struct.pack("<I", 16) + b"\xff" * 16,
         "oversize": struct.pack("<I", 1 << 30),
-        "truncated": hello(1, secret)[:6],
+        "truncated": hello(PROTO_VERSION, secret)[:6],
     }
     s.sendall(frames[mode])
     if mode == "truncated":

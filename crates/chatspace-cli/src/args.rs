@@ -83,6 +83,60 @@ pub enum SystemPrompt {
     Drop,
 }
 
+/// A sentence-transformers pooling mode, as `1_Pooling/config.json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum, Serialize)]
+pub enum PoolingArg {
+    /// The first token's state (`[CLS]`).
+    #[value(name = "cls")]
+    #[serde(rename = "cls")]
+    Cls,
+    /// Element-wise maximum over the tokens.
+    #[value(name = "max")]
+    #[serde(rename = "max")]
+    Max,
+    /// Mean over the tokens.
+    #[value(name = "mean")]
+    #[serde(rename = "mean")]
+    Mean,
+    /// Sum over the tokens divided by the square root of their count.
+    #[value(name = "mean_sqrt_len_tokens")]
+    #[serde(rename = "mean_sqrt_len_tokens")]
+    MeanSqrtLen,
+    /// Mean weighted by token position.
+    #[value(name = "weightedmean")]
+    #[serde(rename = "weightedmean")]
+    WeightedMean,
+    /// The last token's state.
+    #[value(name = "lasttoken")]
+    #[serde(rename = "lasttoken")]
+    LastToken,
+}
+
+impl PoolingArg {
+    /// The name the encoder's `--pooling` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            PoolingArg::Cls => "cls",
+            PoolingArg::Max => "max",
+            PoolingArg::Mean => "mean",
+            PoolingArg::MeanSqrtLen => "mean_sqrt_len_tokens",
+            PoolingArg::WeightedMean => "weightedmean",
+            PoolingArg::LastToken => "lasttoken",
+        }
+    }
+}
+
+/// How the shards store embedding values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EmbeddingDtype {
+    /// 32-bit floats, as the model computes them.
+    #[default]
+    Float32,
+    /// IEEE half precision (Parquet FLOAT16): half the size, about 3 significant digits.
+    Float16,
+}
+
 /// Flags of `chatspace embed-hf` (the original tool's, plus chatspace's own).
 #[derive(Debug, Clone, Args, Serialize)]
 pub struct EmbedArgs {
@@ -128,6 +182,34 @@ pub struct EmbedArgs {
     /// ONNX file inside the model folder.
     #[arg(long, default_value = "onnx/model.onnx")]
     pub onnx_file: String,
+    /// Pooling modes, overriding the model's 1_Pooling/config.json (comma-separated modes are
+    /// concatenated in sentence-transformers' order: cls, max, mean, mean_sqrt_len_tokens,
+    /// weightedmean, lasttoken).
+    #[arg(long, value_enum, value_name = "MODE[,MODE]", value_delimiter = ',')]
+    pub pooling: Vec<PoolingArg>,
+    /// L2-normalise the vectors, whatever the model's modules.json says.
+    #[arg(long, conflicts_with = "no_normalize")]
+    pub normalize: bool,
+    /// Do not normalise the vectors, whatever the model's modules.json says.
+    #[arg(long)]
+    pub no_normalize: bool,
+    /// Prepend the model's prompt of this name (from config_sentence_transformers.json) to every
+    /// text [default: the model's default_prompt_name, if any].
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt")]
+    pub prompt_name: Option<String>,
+    /// Prepend this text to every text, as sentence-transformers' `prompt=` does.
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+    /// Keep the first N dimensions of every vector (Matryoshka), then normalise if the model
+    /// normalises; N must not exceed the model's dimension.
+    #[arg(long, value_name = "N", value_parser = positive::<u32>)]
+    pub truncate_dim: Option<u32>,
+    /// How the shards store embedding values.
+    #[arg(long, value_enum, default_value_t = EmbeddingDtype::Float32)]
+    pub embedding_dtype: EmbeddingDtype,
+    /// Token limit per text (special tokens included), overriding the model's max_seq_length.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
+    pub max_seq_length: Option<u32>,
     /// Rows per inference batch.
     #[arg(long, default_value_t = 32, value_parser = positive::<u32>)]
     pub batch_size: u32,
@@ -319,6 +401,42 @@ mod tests {
                 .unwrap_err()
                 .starts_with("--system-prompt works with")
         );
+    }
+
+    #[test]
+    fn model_options_parse_and_conflict() {
+        let a = parse(&[
+            "--pooling",
+            "mean_sqrt_len_tokens,cls",
+            "--no-normalize",
+            "--prompt-name",
+            "query",
+            "--truncate-dim",
+            "64",
+            "--embedding-dtype",
+            "float16",
+        ])
+        .unwrap();
+        assert_eq!(a.pooling, [PoolingArg::MeanSqrtLen, PoolingArg::Cls]);
+        assert!(a.no_normalize && !a.normalize);
+        assert_eq!(a.truncate_dim, Some(64));
+        assert_eq!(a.embedding_dtype, EmbeddingDtype::Float16);
+        let json = serde_json::to_value(&a).unwrap();
+        assert_eq!(
+            json["pooling"],
+            serde_json::json!(["mean_sqrt_len_tokens", "cls"])
+        );
+        assert_eq!(json["embedding_dtype"], "float16");
+        assert_eq!(parse(&[]).unwrap().embedding_dtype, EmbeddingDtype::Float32);
+        for bad in [
+            &["--prompt", "x", "--prompt-name", "q"][..],
+            &["--normalize", "--no-normalize"],
+            &["--pooling", "median"],
+            &["--truncate-dim", "0"],
+            &["--max-seq-length", "1"],
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -108,6 +108,8 @@ pub struct PoolConfig {
     pub batch_size: u32,
     /// Padded tokens per inference batch (0: no limit).
     pub tokens_per_batch: u32,
+    /// Model options passed on to every encoder as they are (`--pooling mean`, `--prompt X`...).
+    pub model_flags: Vec<String>,
     /// Set when the run is stopping: no new job is taken from the queue.
     pub stop: Arc<std::sync::atomic::AtomicBool>,
     /// How long an encoder may take to connect and load its model.
@@ -467,7 +469,8 @@ async fn start_one(
         .arg("--batch-size")
         .arg(cfg.batch_size.to_string())
         .arg("--tokens-per-batch")
-        .arg(cfg.tokens_per_batch.to_string());
+        .arg(cfg.tokens_per_batch.to_string())
+        .args(&cfg.model_flags);
     if let Some(lib) = &cfg.ort_lib {
         cmd.arg("--ort-lib").arg(lib);
     }

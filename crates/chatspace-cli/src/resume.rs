@@ -46,7 +46,7 @@ impl Resume {
 /// The settings that must match for a run to be resumed, as `(name, value)`; read from a
 /// manifest's `run_config`, `source` and `model_source` (or built the same way for a new run).
 pub fn settings(run_config: &Value, source: &Value, model_source: &Value) -> Vec<(String, Value)> {
-    const KEYS: [&str; 13] = [
+    const KEYS: [&str; 21] = [
         "dataset",
         "subset",
         "split",
@@ -60,10 +60,20 @@ pub fn settings(run_config: &Value, source: &Value, model_source: &Value) -> Vec
         "onnx_file",
         "rows_per_shard",
         "max_rows",
+        "pooling",
+        "normalize",
+        "no_normalize",
+        "prompt_name",
+        "prompt",
+        "truncate_dim",
+        "embedding_dtype",
+        "max_seq_length",
     ];
     // Manifests written before a setting existed ran with its default.
     let default = |k: &str| match k {
-        "filter_role" => Value::Array(Vec::new()),
+        "filter_role" | "pooling" => Value::Array(Vec::new()),
+        "normalize" | "no_normalize" => Value::Bool(false),
+        "embedding_dtype" => Value::String("float32".into()),
         "system_prompt" => Value::String("keep".into()),
         _ => Value::Null,
     };
@@ -207,13 +217,16 @@ mod tests {
             &json!({}),
         );
         let new = settings(
-            &json!({"extract": "first-assistant", "filter_role": [], "system_prompt": "keep"}),
+            &json!({"extract": "first-assistant", "filter_role": [], "system_prompt": "keep",
+                    "pooling": [], "normalize": false, "no_normalize": false,
+                    "embedding_dtype": "float32", "truncate_dim": null}),
             &json!({}),
             &json!({}),
         );
         assert_eq!(old, new);
         let other = settings(
-            &json!({"extract": "transcript", "filter_role": ["user"], "system_prompt": "drop"}),
+            &json!({"extract": "transcript", "filter_role": ["user"], "system_prompt": "drop",
+                    "no_normalize": true, "truncate_dim": 64}),
             &json!({}),
             &json!({}),
         );
@@ -223,7 +236,16 @@ mod tests {
             .filter(|(x, y)| x != y)
             .map(|(x, _)| x.0.as_str())
             .collect();
-        assert_eq!(diff, vec!["extract", "filter_role", "system_prompt"]);
+        assert_eq!(
+            diff,
+            vec![
+                "extract",
+                "filter_role",
+                "system_prompt",
+                "no_normalize",
+                "truncate_dim"
+            ]
+        );
     }
 
     #[test]

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Result, anyhow};
 use arrow::array::{
-    ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Int32Array, Int64Array, RecordBatch,
-    StringArray, UInt32Array,
+    ArrayRef, BooleanArray, FixedSizeListArray, Float16Array, Float32Array, Int32Array, Int64Array,
+    RecordBatch, StringArray, UInt32Array,
 };
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use tokio::sync::mpsc;
 
+use crate::args::{EmbedArgs, EmbeddingDtype};
 use crate::dataset;
 use crate::extract::{self, SkipReasons};
 use crate::manifest::{self, FailedRow, Manifest, RunSummary, Status, Tool};
@@ -84,7 +85,25 @@ pub struct Outcome {
     pub manifest_path: std::path::PathBuf,
 }
 
-fn output_schema(input: &Schema, dim: u32, per_turn: bool) -> SchemaRef {
+/// The Arrow type of the embedding values in the shards.
+fn item_type(dtype: EmbeddingDtype) -> DataType {
+    match dtype {
+        EmbeddingDtype::Float32 => DataType::Float32,
+        EmbeddingDtype::Float16 => DataType::Float16,
+    }
+}
+
+/// The embedding values as the shards store them (norms are computed from the f32 values).
+fn embedding_values(vectors: Vec<f32>, dtype: EmbeddingDtype) -> ArrayRef {
+    match dtype {
+        EmbeddingDtype::Float32 => Arc::new(Float32Array::from(vectors)),
+        EmbeddingDtype::Float16 => Arc::new(Float16Array::from_iter_values(
+            vectors.into_iter().map(half::f16::from_f32),
+        )),
+    }
+}
+
+fn output_schema(input: &Schema, dim: u32, per_turn: bool, dtype: EmbeddingDtype) -> SchemaRef {
     let mut added = ADDED_COLUMNS.to_vec();
     if per_turn {
         added.extend(TURN_COLUMNS);
@@ -98,7 +117,7 @@ fn output_schema(input: &Schema, dim: u32, per_turn: bool) -> SchemaRef {
     fields.push(Field::new(
         "embedding",
         DataType::FixedSizeList(
-            Arc::new(Field::new("item", DataType::Float32, false)),
+            Arc::new(Field::new("item", item_type(dtype), false)),
             dim as i32,
         ),
         false,
@@ -262,6 +281,35 @@ fn distinct_rows(keep: &[u32]) -> u64 {
     keep.chunk_by(|a, b| a == b).count() as u64
 }
 
+/// The model options every encoder gets, as `chatspace-encoder` flags.
+fn model_flags(args: &EmbedArgs) -> Vec<String> {
+    let mut flags = Vec::new();
+    if !args.pooling.is_empty() {
+        let modes: Vec<&str> = args.pooling.iter().map(|m| m.name()).collect();
+        flags.extend(["--pooling".into(), modes.join(",")]);
+    }
+    if args.normalize {
+        flags.push("--normalize".into());
+    }
+    if args.no_normalize {
+        flags.push("--no-normalize".into());
+    }
+    if let Some(name) = &args.prompt_name {
+        flags.push(format!("--prompt-name={name}"));
+    }
+    if let Some(text) = &args.prompt {
+        // `=`: a prompt may begin with `-`.
+        flags.push(format!("--prompt={text}"));
+    }
+    if let Some(n) = args.truncate_dim {
+        flags.extend(["--truncate-dim".into(), n.to_string()]);
+    }
+    if let Some(n) = args.max_seq_length {
+        flags.extend(["--max-seq-length".into(), n.to_string()]);
+    }
+    flags
+}
+
 /// The writer's state: reorders results and writes shards and manifest.
 struct Writer {
     shards: ShardWriter,
@@ -272,6 +320,8 @@ struct Writer {
     run_id: String,
     created_at: String,
     dim: usize,
+    /// How embedding values are stored.
+    dtype: EmbeddingDtype,
     tokens: u64,
     padded_tokens: u64,
     progress: ProgressBar,
@@ -323,12 +373,12 @@ impl Writer {
             role,
         } = job.payload;
         let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
-        let item = Arc::new(Field::new("item", DataType::Float32, false));
+        let item = Arc::new(Field::new("item", item_type(self.dtype), false));
         columns.push(Arc::new(StringArray::from(job.texts)));
         columns.push(Arc::new(FixedSizeListArray::try_new(
             item,
             self.dim as i32,
-            Arc::new(Float32Array::from(vectors)),
+            embedding_values(vectors, self.dtype),
             None,
         )?));
         columns.push(Arc::new(StringArray::from(vec![self.model.as_str(); n])));
@@ -516,6 +566,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         threads: args.threads,
         batch_size: args.batch_size,
         tokens_per_batch: args.tokens_per_batch,
+        model_flags: model_flags(&args),
         stop: stop.clone(),
         startup_timeout: Duration::from_secs(300),
         recovery: Recovery::from_args(&args),
@@ -529,7 +580,12 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     tracing::info!(?info, "encoders ready");
 
     let plan = Arc::new(plan);
-    let schema = output_schema(&plan.dataset.schema, info.dim, plan.extractor.per_turn());
+    let schema = output_schema(
+        &plan.dataset.schema,
+        info.dim,
+        plan.extractor.per_turn(),
+        args.embedding_dtype,
+    );
     let manifest = Manifest {
         dataset: plan.args.dataset.clone(),
         subset: plan.args.subset.clone(),
@@ -617,6 +673,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         run_id: plan.run_id.clone(),
         created_at: plan.created_at.clone(),
         dim: info.dim as usize,
+        dtype: args.embedding_dtype,
         tokens: 0,
         padded_tokens: 0,
         progress: progress.clone(),

@@ -58,6 +58,21 @@ pub enum PoolingMode {
 }
 
 impl PoolingMode {
+    /// Every mode, in concatenation order.
+    pub const ALL: [PoolingMode; 6] = [
+        PoolingMode::Cls,
+        PoolingMode::Max,
+        PoolingMode::Mean,
+        PoolingMode::MeanSqrtLen,
+        PoolingMode::WeightedMean,
+        PoolingMode::LastToken,
+    ];
+
+    /// The mode named as in `1_Pooling/config.json`'s `pooling_mode` (`mean_sqrt_len_tokens`...).
+    pub fn from_name(name: &str) -> Option<PoolingMode> {
+        Self::ALL.into_iter().find(|m| m.as_str() == name)
+    }
+
     /// The name used in [`chatspace_proto::ModelInfo::pooling`].
     pub fn as_str(self) -> &'static str {
         match self {
@@ -80,6 +95,41 @@ pub struct ModelOptions {
     pub onnx_file: Option<PathBuf>,
     /// Overrides the folder's `max_seq_length`.
     pub max_seq_length: Option<usize>,
+    /// Overrides the folder's pooling modes (`--pooling`).
+    pub pooling: Option<Vec<PoolingMode>>,
+    /// Overrides whether `modules.json` normalises (`--normalize` / `--no-normalize`).
+    pub normalize: Option<bool>,
+    /// `--prompt` or `--prompt-name` (else the folder's `default_prompt_name`).
+    pub prompt: PromptChoice,
+    /// Keep only the first this many dimensions of each vector (before normalising).
+    pub truncate_dim: Option<usize>,
+}
+
+impl ModelOptions {
+    /// The folder as it is: no overrides.
+    pub fn for_folder(model: PathBuf) -> Self {
+        ModelOptions {
+            model,
+            onnx_file: None,
+            max_seq_length: None,
+            pooling: None,
+            normalize: None,
+            prompt: PromptChoice::Default,
+            truncate_dim: None,
+        }
+    }
+}
+
+/// Which prompt the user asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum PromptChoice {
+    /// None: the folder's `default_prompt_name`, if it has one.
+    #[default]
+    Default,
+    /// `--prompt-name NAME`: a key of `prompts` in `config_sentence_transformers.json`.
+    Name(String),
+    /// `--prompt TEXT`.
+    Text(String),
 }
 
 /// Everything the encoder needs to know about a model folder.
@@ -105,6 +155,13 @@ pub struct ModelConfig {
     pub pooling: Vec<PoolingMode>,
     /// L2-normalise the pooled vector.
     pub normalize: bool,
+    /// Pool over the prompt's tokens too (`include_prompt` in the Pooling config).
+    pub include_prompt: bool,
+    /// The prompt prepended to every text, and its name when it came from the folder; `None`
+    /// without a prompt (an empty prompt counts as none, as in sentence-transformers).
+    pub prompt: Option<crate::prompt::Prompt>,
+    /// Keep only the first this many dimensions (`--truncate-dim`).
+    pub truncate_dim: Option<usize>,
 }
 
 /// Used when neither the folder nor the model says how long a text may be.
@@ -136,8 +193,8 @@ impl ModelConfig {
             });
         }
 
-        let pooling = match &modules.pooling_path {
-            None => modules.default_pooling.clone(),
+        let (pooling, include_prompt) = match &modules.pooling_path {
+            None => (modules.default_pooling.clone(), true),
             Some(p) => {
                 let path = dir.join(p).join("config.json");
                 let Some(v) = read_json(&path)? else {
@@ -146,9 +203,20 @@ impl ModelConfig {
                         file: rel(&dir, &path),
                     });
                 };
-                parse_pooling(&v).map_err(|reason| Error::BadConfig { path, reason })?
+                let include = v
+                    .get("include_prompt")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(true);
+                let modes =
+                    parse_pooling(&v).map_err(|reason| Error::BadConfig { path, reason })?;
+                (modes, include)
             }
         };
+        let pooling = opts.pooling.clone().unwrap_or(pooling);
+        let prompt = crate::prompt::resolve(&dir, &opts.prompt)?;
+        if opts.truncate_dim == Some(0) {
+            return Err(Error::BadOption("--truncate-dim must be at least 1".into()));
+        }
 
         let st_path = tdir.join("sentence_bert_config.json");
         let st = object(read_json(&st_path)?, &st_path)?;
@@ -199,7 +267,10 @@ impl ModelConfig {
             pad_token,
             do_lower_case,
             pooling,
-            normalize: modules.normalize,
+            normalize: opts.normalize.unwrap_or(modules.normalize),
+            include_prompt,
+            prompt,
+            truncate_dim: opts.truncate_dim,
         })
     }
 }
@@ -452,6 +523,10 @@ mod tests {
             model: dir.clone(),
             onnx_file: None,
             max_seq_length: None,
+            pooling: None,
+            normalize: None,
+            prompt: PromptChoice::Default,
+            truncate_dim: None,
         })
         .unwrap();
         assert_eq!(cfg.max_seq_length, 256);
@@ -460,5 +535,15 @@ mod tests {
         assert_eq!(cfg.padding_side, Side::Right);
         assert_eq!(cfg.onnx_path, dir.join("onnx/model.onnx"));
         assert_eq!(cfg.pad_token.as_deref(), Some("[PAD]"));
+        assert!(cfg.include_prompt);
+        assert_eq!(cfg.prompt, None);
+    }
+
+    #[test]
+    fn pooling_names_round_trip() {
+        for m in PoolingMode::ALL {
+            assert_eq!(PoolingMode::from_name(m.as_str()), Some(m));
+        }
+        assert_eq!(PoolingMode::from_name("median"), None);
     }
 }

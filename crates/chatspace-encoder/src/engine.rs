@@ -66,7 +66,8 @@ pub fn load(opts: &EngineOptions) -> Result<(TextTokenizer, Engine, ModelInfo)> 
         threads: opts.threads.max(1),
         device: opts.device,
     };
-    let model = Model::load(&rt, &cfg, settings, tokenizer.pad_id())?;
+    let skip = tokenizer.prompt_skip(&cfg)?;
+    let model = Model::load(&rt, &cfg, settings, tokenizer.pad_id(), skip)?;
     let info = ModelInfo {
         model: cfg.dir.display().to_string(),
         dim: model.dim() as u32,
@@ -77,6 +78,10 @@ pub fn load(opts: &EngineOptions) -> Result<(TextTokenizer, Engine, ModelInfo)> 
         inputs: model.input_names(),
         runtime: rt.description.clone(),
         max_batch_rows: opts.batch_size.max(1) as u32,
+        prompt: cfg.prompt.as_ref().map(|p| p.text.clone()),
+        prompt_name: cfg.prompt.as_ref().and_then(|p| p.name.clone()),
+        prompt_tokens_pooled: skip == 0,
+        truncate_dim: cfg.truncate_dim.map(|t| t as u32),
     };
     tracing::info!(?info, onnx = %model.path().display(), lib = %rt.located.path.display(), "model loaded");
     let engine = Engine {

@@ -98,6 +98,10 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// A model option from the command line does not fit the model (an unknown prompt name,
+    /// `--truncate-dim` wider than the model's vectors).
+    #[error("{0}")]
+    BadOption(String),
     /// `tokenizer.json` could not be loaded or configured.
     #[error("could not load tokenizer {path}")]
     Tokenizer {
@@ -196,6 +200,7 @@ impl Error {
             | Error::ReadConfig { .. }
             | Error::ParseConfig { .. }
             | Error::BadConfig { .. }
+            | Error::BadOption(_)
             | Error::Tokenizer { .. }
             | Error::LoadModel { .. }
             | Error::UnsupportedModel { .. }

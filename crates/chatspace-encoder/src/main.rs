@@ -28,6 +28,7 @@ mod faults;
 mod ir_version;
 mod model;
 mod pooling;
+mod prompt;
 mod runtime;
 mod serve;
 mod tokenize;
@@ -41,7 +42,7 @@ use chatspace_proto::exit;
 use clap::{Args, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ModelOptions;
+use crate::config::{ModelOptions, PoolingMode, PromptChoice};
 use crate::engine::EngineOptions;
 use crate::error::is_peer_gone;
 use crate::serve::ServeOptions;
@@ -120,6 +121,35 @@ struct ModelArgs {
     /// Token limit per text, overriding the model folder's max_seq_length.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     max_seq_length: Option<u32>,
+    /// Pooling modes, overriding 1_Pooling/config.json: cls, max, mean, mean_sqrt_len_tokens,
+    /// weightedmean, lasttoken (comma-separated: concatenated in that order).
+    #[arg(long, value_name = "MODE[,MODE]", value_delimiter = ',', value_parser = parse_pooling)]
+    pooling: Vec<PoolingMode>,
+    /// L2-normalise vectors, whatever modules.json says.
+    #[arg(long, conflicts_with = "no_normalize")]
+    normalize: bool,
+    /// Do not normalise vectors, whatever modules.json says.
+    #[arg(long)]
+    no_normalize: bool,
+    /// A prompt (from config_sentence_transformers.json) prepended to every text
+    /// [default: the model's default_prompt_name].
+    #[arg(long, value_name = "NAME", conflicts_with = "prompt")]
+    prompt_name: Option<String>,
+    /// Text prepended to every text.
+    #[arg(long, value_name = "TEXT")]
+    prompt: Option<String>,
+    /// Keep the first N dimensions of every vector (normalised afterwards when the model
+    /// normalises).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    truncate_dim: Option<u32>,
+}
+
+/// A pooling mode by its sentence-transformers name.
+fn parse_pooling(s: &str) -> Result<PoolingMode, String> {
+    PoolingMode::from_name(s).ok_or_else(|| {
+        let names: Vec<_> = PoolingMode::ALL.iter().map(|m| m.as_str()).collect();
+        format!("`{s}` is not a pooling mode ({})", names.join(", "))
+    })
 }
 
 impl ModelArgs {
@@ -129,6 +159,23 @@ impl ModelArgs {
                 model: self.model,
                 onnx_file: self.onnx_file,
                 max_seq_length: self.max_seq_length.map(|n| n as usize),
+                pooling: (!self.pooling.is_empty()).then(|| {
+                    let mut modes = self.pooling;
+                    modes.sort_unstable();
+                    modes.dedup();
+                    modes
+                }),
+                normalize: match (self.normalize, self.no_normalize) {
+                    (true, _) => Some(true),
+                    (_, true) => Some(false),
+                    _ => None,
+                },
+                prompt: match (self.prompt, self.prompt_name) {
+                    (Some(text), _) => PromptChoice::Text(text),
+                    (None, Some(name)) => PromptChoice::Name(name),
+                    (None, None) => PromptChoice::Default,
+                },
+                truncate_dim: self.truncate_dim.map(|n| n as usize),
             },
             ort_lib: self.ort_lib,
             threads: usize::from(self.threads),
@@ -172,9 +219,8 @@ fn run(cli: Cli) -> Result<(), error::Error> {
             exact,
         } => embed::tokenize(
             &ModelOptions {
-                model,
-                onnx_file: None,
                 max_seq_length: max_seq_length.map(|n| n as usize),
+                ..ModelOptions::for_folder(model)
             },
             exact,
         ),

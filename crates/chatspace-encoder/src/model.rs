@@ -68,16 +68,22 @@ pub struct Model {
     dim: usize,
     /// The output is float16 (an fp16 export): widened to f32 before pooling.
     half: bool,
+    /// Real tokens left out of pooling at the start of each row (an excluded prompt's).
+    skip: usize,
+    /// `--truncate-dim`: keep the first this many dimensions, then normalise.
+    truncate: Option<usize>,
 }
 
 impl Model {
     /// Builds the session for `cfg.onnx_path`, works out its inputs and output, and runs one
-    /// one-token probe batch (with token `probe_id`) to learn the vector width.
+    /// one-token probe batch (with token `probe_id`) to learn the vector width. Pooling leaves
+    /// out the first `skip` real tokens of each row (see [`pooling::pool`]).
     pub fn load(
         rt: &Runtime,
         cfg: &ModelConfig,
         s: SessionSettings,
         probe_id: u32,
+        skip: usize,
     ) -> Result<Self> {
         let path = cfg.onnx_path.clone();
         let setup = |e: ort::Error<_>| Error::RuntimeSetup(e.into());
@@ -160,6 +166,8 @@ impl Model {
             run_options,
             dim: 0,
             half,
+            skip: 0,
+            truncate: None,
         };
         let probe = Tokenized {
             ids: vec![probe_id],
@@ -179,7 +187,16 @@ impl Model {
                 model.output
             )));
         }
-        model.dim = v.len();
+        if let Some(t) = cfg.truncate_dim.filter(|&t| t > v.len()) {
+            return Err(Error::BadOption(format!(
+                "--truncate-dim {t} is more than the {} dimensions of {}'s vectors",
+                v.len(),
+                cfg.dir.display()
+            )));
+        }
+        model.skip = skip;
+        model.truncate = cfg.truncate_dim.filter(|&t| t < v.len());
+        model.dim = model.truncate.unwrap_or(v.len());
         Ok(model)
     }
 
@@ -271,9 +288,17 @@ impl Model {
                     seq: b.seq,
                     width: out_shape[2] as usize,
                 };
-                pooling::pool(data, &b.mask, d, modes)
+                pooling::pool(data, &b.mask, d, modes, self.skip)
             }
         };
+        if let Some(t) = self.truncate {
+            let full = vectors.len() / b.rows.max(1);
+            vectors = vectors
+                .chunks(full.max(1))
+                .flat_map(|v| &v[..t])
+                .copied()
+                .collect();
+        }
         if self.normalize {
             let dim = vectors.len() / b.rows.max(1);
             pooling::normalize(&mut vectors, dim);

@@ -27,8 +27,10 @@ pub struct Dims {
 const MAX_POOL_PAD: f32 = -1e9;
 
 /// Pools every row with each of `modes`, concatenated in the order given; returns
-/// `[rows, width * modes.len()]`.
-pub fn pool(hidden: &[f32], mask: &[i64], d: Dims, modes: &[PoolingMode]) -> Vec<f32> {
+/// `[rows, width * modes.len()]`. The first `skip` real tokens of each row (a prompt's, see
+/// [`crate::prompt`]) are left out, as sentence-transformers masks them; `weightedmean` still
+/// counts its weights from the row's first real token, as it does.
+pub fn pool(hidden: &[f32], mask: &[i64], d: Dims, modes: &[PoolingMode], skip: usize) -> Vec<f32> {
     debug_assert_eq!(hidden.len(), d.rows * d.seq * d.width);
     debug_assert_eq!(mask.len(), d.rows * d.seq);
     let dim = d.width * modes.len();
@@ -38,39 +40,46 @@ pub fn pool(hidden: &[f32], mask: &[i64], d: Dims, modes: &[PoolingMode]) -> Vec
         let m = &mask[r * d.seq..(r + 1) * d.seq];
         for (k, &mode) in modes.iter().enumerate() {
             let o = &mut out[r * dim + k * d.width..r * dim + (k + 1) * d.width];
-            pool_row(h, m, d.width, mode, o);
+            pool_row(h, m, d.width, mode, skip, o);
         }
     }
     out
 }
 
 /// Pools one row (`h` is `[seq, width]`) into `out` (`width` wide).
-fn pool_row(h: &[f32], m: &[i64], width: usize, mode: PoolingMode, out: &mut [f32]) {
+fn pool_row(h: &[f32], m: &[i64], width: usize, mode: PoolingMode, skip: usize, out: &mut [f32]) {
     let token = |p: usize| &h[p * width..(p + 1) * width];
-    let real = || {
+    let all_real = || {
         m.iter()
             .enumerate()
             .filter(|(_, v)| **v != 0)
             .map(|(p, _)| p)
     };
+    // The real tokens pooled over, with their place among all of the row's real tokens.
+    let real = || all_real().enumerate().skip(skip);
     match mode {
-        PoolingMode::Cls => out.copy_from_slice(token(real().next().unwrap_or(0))),
-        PoolingMode::LastToken => {
-            // sentence-transformers takes the last position when a row has no real token.
-            out.copy_from_slice(token(real().next_back().unwrap_or(m.len() - 1)));
-        }
+        PoolingMode::Cls => out.copy_from_slice(token(real().next().map_or(0, |(_, p)| p))),
+        PoolingMode::LastToken => match real().last() {
+            Some((_, p)) => out.copy_from_slice(token(p)),
+            // sentence-transformers takes the last position when a row has no real token, and
+            // masks it: zero once a prompt is masked out, that position itself otherwise.
+            None if skip > 0 => out.fill(0.0),
+            None => out.copy_from_slice(token(m.len() - 1)),
+        },
         PoolingMode::Max => {
             out.fill(f32::NEG_INFINITY);
-            for (p, &v) in m.iter().enumerate() {
+            let pooled: Vec<usize> = real().map(|(_, p)| p).collect();
+            for p in 0..m.len() {
+                let counted = pooled.binary_search(&p).is_ok();
                 for (o, &x) in out.iter_mut().zip(token(p)) {
-                    *o = o.max(if v != 0 { x } else { MAX_POOL_PAD });
+                    *o = o.max(if counted { x } else { MAX_POOL_PAD });
                 }
             }
         }
         PoolingMode::Mean | PoolingMode::MeanSqrtLen | PoolingMode::WeightedMean => {
             out.fill(0.0);
             let mut total = 0.0f32;
-            for (k, p) in real().enumerate() {
+            for (k, p) in real() {
                 let w = if mode == PoolingMode::WeightedMean {
                     (k + 1) as f32
                 } else {
@@ -129,7 +138,7 @@ mod tests {
 
     fn run(mode: PoolingMode) -> Vec<f32> {
         let (h, m, d) = batch();
-        pool(&h, &m, d, &[mode])
+        pool(&h, &m, d, &[mode], 0)
     }
 
     #[test]
@@ -171,7 +180,7 @@ mod tests {
     #[test]
     fn several_modes_concatenate_in_the_given_order() {
         let (h, m, d) = batch();
-        let v = pool(&h, &m, d, &[PoolingMode::Cls, PoolingMode::Mean]);
+        let v = pool(&h, &m, d, &[PoolingMode::Cls, PoolingMode::Mean], 0);
         assert_eq!(&v[..4], [1.0, 10.0, 2.0, 4.0]);
         assert_eq!(v.len(), 8);
     }
@@ -184,9 +193,22 @@ mod tests {
             width: 1,
         };
         let h = [5.0, 7.0];
-        assert_eq!(pool(&h, &[0, 0], d, &[PoolingMode::Mean]), [0.0]);
-        assert_eq!(pool(&h, &[0, 0], d, &[PoolingMode::Max]), [MAX_POOL_PAD]);
-        assert_eq!(pool(&h, &[0, 0], d, &[PoolingMode::LastToken]), [7.0]);
+        assert_eq!(pool(&h, &[0, 0], d, &[PoolingMode::Mean], 0), [0.0]);
+        assert_eq!(pool(&h, &[0, 0], d, &[PoolingMode::Max], 0), [MAX_POOL_PAD]);
+        assert_eq!(pool(&h, &[0, 0], d, &[PoolingMode::LastToken], 0), [7.0]);
+    }
+
+    #[test]
+    fn a_skipped_prompt_is_left_out_on_either_padding_side() {
+        let (h, m, d) = batch();
+        // One prompt token: only token b (3, -2) is pooled, in both rows.
+        let b = [3.0, -2.0, 3.0, -2.0];
+        for mode in [PoolingMode::Mean, PoolingMode::Cls, PoolingMode::Max] {
+            assert_eq!(pool(&h, &m, d, &[mode], 1), b, "{mode:?}");
+        }
+        // weightedmean keeps b's weight 2 (its place among all real tokens): 2b / 2.
+        assert_eq!(pool(&h, &m, d, &[PoolingMode::WeightedMean], 1), b);
+        assert_eq!(pool(&h, &m, d, &[PoolingMode::LastToken], 2), [0.0; 4]);
     }
 
     #[test]

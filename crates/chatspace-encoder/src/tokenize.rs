@@ -51,6 +51,8 @@ pub struct TextTokenizer {
     side: Side,
     /// The fast path for BERT WordPiece on ASCII text, when it applies to this tokenizer.
     fast: Option<FastWordPiece>,
+    /// Prepended to every text (see [`crate::prompt`]).
+    prompt: Option<String>,
 }
 
 impl TextTokenizer {
@@ -95,7 +97,25 @@ impl TextTokenizer {
             window: cfg.max_seq_length.max(16).saturating_mul(CHARS_PER_TOKEN),
             side: cfg.truncation_side,
             fast,
+            prompt: cfg.prompt.as_ref().map(|p| p.text.clone()),
         })
+    }
+
+    /// How many tokens pooling leaves out at the start of every row: the prompt's, when there is
+    /// a prompt and the Pooling config says `include_prompt: false`, else 0. The prompt is
+    /// tokenized alone as any text is; a trailing special token (`[SEP]`, EOS) does not count,
+    /// as in sentence-transformers.
+    pub fn prompt_skip(&self, cfg: &ModelConfig) -> Result<usize> {
+        let Some(prompt) = cfg.prompt.as_ref().filter(|_| !cfg.include_prompt) else {
+            return Ok(0);
+        };
+        let t = self.encode_plain(&prompt.text)?;
+        let special = self.inner.get_added_tokens_decoder();
+        let last_special = t
+            .ids
+            .last()
+            .is_some_and(|id| special.get(id).is_some_and(|tok| tok.special));
+        Ok(t.ids.len() - usize::from(last_special))
     }
 
     /// Turns the fast path off: every text goes through Hugging Face `tokenizers`.
@@ -119,6 +139,14 @@ impl TextTokenizer {
     /// lowercased when the folder says so, with special tokens, cut to the limit. A long text is
     /// cut to a window first (see the module docs).
     pub fn encode(&self, text: &str) -> Result<Tokenized> {
+        match &self.prompt {
+            Some(prompt) => self.encode_plain(&format!("{prompt}{text}")),
+            None => self.encode_plain(text),
+        }
+    }
+
+    /// [`Self::encode`] without the prompt.
+    fn encode_plain(&self, text: &str) -> Result<Tokenized> {
         let text = strip(text);
         if let Some(t) = self.fast.as_ref().and_then(|f| f.encode(text)) {
             return Ok(t);
@@ -209,7 +237,7 @@ pub fn strip(text: &str) -> &str {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::config::ModelOptions;
@@ -224,6 +252,40 @@ mod tests {
         assert_eq!(cut("abcdefghij", 4, Side::Right), ("abcd", false));
         assert_eq!(cut("abc défghij", 8, Side::Right), ("abc défg", false));
         assert_eq!(cut("abcdefghij", 4, Side::Left), ("ghij", false));
+    }
+
+    /// A prompt is text prepended: the fast path gives `tokenizers`' ids for it too, and the
+    /// tokens pooling skips are the prompt's without its trailing `[SEP]`.
+    #[test]
+    fn prompts_are_prepended_and_their_tokens_counted() {
+        let dir =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2");
+        if !dir.is_dir() {
+            eprintln!("skipped: {} is absent", dir.display());
+            return;
+        }
+        let opts = ModelOptions {
+            prompt: crate::config::PromptChoice::Text("query: ".into()),
+            ..ModelOptions::for_folder(dir.clone())
+        };
+        let mut cfg = ModelConfig::load(&opts).unwrap();
+        let tok = TextTokenizer::load(&cfg).unwrap();
+        assert!(tok.fast().is_some());
+        let plain =
+            TextTokenizer::load(&ModelConfig::load(&ModelOptions::for_folder(dir)).unwrap())
+                .unwrap();
+        for text in ["Hello there", "  spaced  ", ""] {
+            let fast = tok.encode(text).unwrap();
+            let exact = tok.encode_exact(strip(&format!("query: {text}"))).unwrap();
+            assert_eq!(fast, exact, "{text:?}");
+            // [CLS] query : ... [SEP]
+            let without = plain.encode(text).unwrap();
+            assert_eq!(fast.ids.len(), without.ids.len() + 2, "{text:?}");
+            assert_eq!(fast.ids[3..], without.ids[1..], "{text:?}");
+        }
+        assert_eq!(tok.prompt_skip(&cfg).unwrap(), 0, "include_prompt is true");
+        cfg.include_prompt = false;
+        assert_eq!(tok.prompt_skip(&cfg).unwrap(), 3);
     }
 
     #[test]
@@ -298,6 +360,7 @@ mod tests {
                 model: dir,
                 onnx_file: None,
                 max_seq_length: None,
+                ..ModelOptions::for_folder(PathBuf::new())
             };
             for side in [Side::Right, Side::Left] {
                 let mut cfg = ModelConfig::load(&opts).unwrap();

@@ -353,7 +353,7 @@ impl FastWordPiece {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use std::path::{Path, PathBuf};
 
     use super::*;
     use crate::config::{ModelConfig, ModelOptions};
@@ -370,6 +370,7 @@ mod tests {
             model: dir,
             onnx_file: None,
             max_seq_length: None,
+            ..ModelOptions::for_folder(PathBuf::new())
         };
         Some(ModelConfig::load(&opts).unwrap())
     }

@@ -6,7 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol; both sides must speak the same one.
-pub const PROTO_VERSION: u32 = 1;
+pub const PROTO_VERSION: u32 = 2;
 
 /// The first frame of every session, sent by the encoder right after it connects.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +42,16 @@ pub struct ModelInfo {
     pub runtime: String,
     /// Rows per inference batch the encoder uses at most.
     pub max_batch_rows: u32,
+    /// The prompt prepended to every text, if any.
+    pub prompt: Option<String>,
+    /// The prompt's name in the model's `config_sentence_transformers.json`, when it came from
+    /// there (`--prompt-name`, or the model's `default_prompt_name`).
+    pub prompt_name: Option<String>,
+    /// Whether the prompt's tokens are pooled (false when the Pooling config says
+    /// `include_prompt: false` and there is a prompt).
+    pub prompt_tokens_pooled: bool,
+    /// `--truncate-dim`, when given: `dim` is then this.
+    pub truncate_dim: Option<u32>,
 }
 
 /// A unit of work: texts to embed, answered by [`FromEncoder::Embedded`] with the same `unit_id`.
