@@ -11,3 +11,4 @@ mod protocol;
 mod reliability;
 mod resume;
 mod startup;
+mod tasks;

@@ -87,6 +87,8 @@ pub struct Dataset {
     pub name: String,
     /// Total rows, when known before reading.
     pub rows: Option<u64>,
+    /// Each file's rows, when known before reading (Parquet footers, JSON arrays).
+    pub file_rows: Vec<Option<u64>>,
     /// Where the files came from, for the manifest (`local`, or the Hub repo and commit).
     pub source: serde_json::Value,
 }
@@ -443,9 +445,11 @@ pub fn resolve_local(spec: &str, subset: Option<&str>, split: &str) -> Result<Op
     // Local files are cheap to look at: check every file's columns now, and count rows.
     let mut schema: Option<(Schema, PathBuf)> = None;
     let mut rows = Some(0u64);
+    let mut file_rows = Vec::with_capacity(files.len());
     for f in &files {
         let p = fetch.fetch(f)?;
         let (s, n) = file_schema(&p)?;
+        file_rows.push(n);
         rows = rows.zip(n).map(|(a, b)| a.saturating_add(b));
         schema = Some(match schema {
             None => (s, p),
@@ -471,6 +475,7 @@ pub fn resolve_local(spec: &str, subset: Option<&str>, split: &str) -> Result<Op
         schema: Arc::new(schema),
         name,
         rows,
+        file_rows,
         source: serde_json::json!({"kind": "local"}),
     }))
 }

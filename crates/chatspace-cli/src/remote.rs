@@ -86,6 +86,7 @@ pub fn resolve_dataset(
         name = format!("{name}__{}", sub.replace('/', "__"));
     }
     Ok(Dataset {
+        file_rows: vec![None; files.len()],
         files,
         fetch,
         schema: Arc::new(schema),
