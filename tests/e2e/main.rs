@@ -10,5 +10,6 @@ mod hub;
 mod protocol;
 mod reliability;
 mod resume;
+mod slurm;
 mod startup;
 mod tasks;

@@ -19,7 +19,8 @@ const ENGINE_VARS: [&str; 4] = [
     "JOB_COMPLETION_INDEX",
 ];
 
-fn clean(cmd: &mut Command) -> &mut Command {
+/// `cmd` without job engines' variables or test faults from the test's own environment.
+pub fn clean(cmd: &mut Command) -> &mut Command {
     for v in ENGINE_VARS {
         cmd.env_remove(v);
     }
@@ -43,7 +44,7 @@ fn embed(out: &Path) -> Command {
 }
 
 /// The shard files of a manifest, as absolute paths.
-fn shard_paths(out: &Path, manifest: &serde_json::Value) -> Vec<String> {
+pub fn shard_paths(out: &Path, manifest: &serde_json::Value) -> Vec<String> {
     manifest["shards"]
         .as_array()
         .expect("shards")
@@ -58,7 +59,7 @@ fn shard_paths(out: &Path, manifest: &serde_json::Value) -> Vec<String> {
 
 /// `{rows, distinct, min, max, digest}` of the shards, once with pyarrow and once with DuckDB
 /// (the digest hashes `row_index` and `text` in `row_index` order).
-fn read_back(files: &[String]) -> serde_json::Value {
+pub fn read_back(files: &[String]) -> serde_json::Value {
     let script = r#"
 import hashlib, json, sys
 import duckdb
@@ -87,7 +88,7 @@ print(json.dumps({"arrow": by_arrow, "duckdb": by_duckdb}))
 }
 
 /// The `re-run with:` command `merge` printed for task `index`.
-fn rerun_line(stderr: &str, index: u32) -> String {
+pub fn rerun_line(stderr: &str, index: u32) -> String {
     let prefix = format!("  task {index} (");
     let line = stderr
         .lines()
