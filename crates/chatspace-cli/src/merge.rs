@@ -134,7 +134,7 @@ pub fn merge(args: &MergeArgs) -> Result<PathBuf> {
         count = Some(n);
         found.insert(index, e.path());
     }
-    let Some(count) = count else {
+    let Some(count) = count.filter(|&n| n > 0) else {
         return Err(bad_input!(
             "tasks folder {} holds no task-*-of-* folders",
             dir.display()
@@ -358,6 +358,91 @@ mod tests {
             "chatspace embed-hf --dataset 'my data.parquet' --num-shards 3 --shard-index 1 --resume"
         );
         assert_eq!(shell_quote("it's"), r"'it'\''s'");
+    }
+
+    /// A complete task manifest with no shards, as JSON.
+    fn task(index: u32, count: u32, total: u64, input_rows: Option<u64>) -> serde_json::Value {
+        let r = partition::row_range(total, index, count);
+        serde_json::json!({
+            "dataset": "d", "subset": null, "split": "train", "model": "m",
+            "source": {"kind": "local"}, "status": "complete", "rows_total": 0,
+            "input_rows": input_rows.unwrap_or(r.end - r.start), "rows_skipped": 0,
+            "skipped_reasons": {}, "rows_truncated": 0, "embedding_dim": 4,
+            "rows_per_shard": 10, "shards": [], "created_at": format!("2026-01-0{}", 3 - index),
+            "run_id": "r", "min_norm": null, "max_norm": null, "preprocessing": null,
+            "model_source": {}, "model_info": {}, "run_config": {"shard_index": index},
+            "tool": {"package": "chatspace", "version": "0"},
+            "task": {"index": index, "count": count, "engine": "flags",
+                     "first_row_index": r.start, "end_row_index": r.end,
+                     "input_rows_total": total, "command": ["chatspace", "embed-hf"]},
+        })
+    }
+
+    fn write_tasks(manifests: &[serde_json::Value]) -> (tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let tasks = dir.path().join("indexes/m/d/tasks-train");
+        for m in manifests {
+            let t = &m["task"];
+            let name = partition::folder_name(
+                t["index"].as_u64().unwrap() as u32,
+                t["count"].as_u64().unwrap() as u32,
+            );
+            std::fs::create_dir_all(tasks.join(&name)).unwrap();
+            manifest::write_json_atomic(&tasks.join(name).join("manifest-train.json"), m).unwrap();
+        }
+        (dir, tasks)
+    }
+
+    #[test]
+    fn complete_tasks_merge_and_mismatched_ones_are_named() {
+        let (_dir, tasks) = write_tasks(&[
+            task(0, 3, 10, None),
+            task(1, 3, 10, None),
+            task(2, 3, 10, None),
+        ]);
+        let path = merge(&MergeArgs {
+            tasks_dir: tasks.clone(),
+        })
+        .unwrap();
+        assert_eq!(path, tasks.parent().unwrap().join("manifest-train.json"));
+        let merged: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        assert_eq!(merged["input_rows"], 10);
+        assert_eq!(merged["num_tasks"], 3);
+        assert_eq!(merged["created_at"], "2026-01-01");
+        assert!(merged.get("task").is_none() && merged["run_config"].get("shard_index").is_none());
+
+        // A task run over another input (12 rows) than the others.
+        let (_dir, tasks) = write_tasks(&[
+            task(0, 3, 10, None),
+            task(1, 3, 12, None),
+            task(2, 3, 10, None),
+        ]);
+        let err = merge(&MergeArgs { tasks_dir: tasks })
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("not run over the same input"), "{err}");
+
+        // A task that read fewer rows than its range holds.
+        let (_dir, tasks) = write_tasks(&[task(0, 2, 10, None), task(1, 2, 10, Some(4))]);
+        let err = merge(&MergeArgs { tasks_dir: tasks })
+            .unwrap_err()
+            .to_string();
+        assert_eq!(err, "task 1 read 4 rows, not the 5 of rows 5..10");
+    }
+
+    #[test]
+    fn incomplete_tasks_fail_the_merge() {
+        let mut failed = task(1, 3, 10, None);
+        failed["status"] = "failed".into();
+        let (_dir, tasks) = write_tasks(&[task(0, 3, 10, None), failed]);
+        let err = merge(&MergeArgs {
+            tasks_dir: tasks.clone(),
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(err, "merge: 2 of 3 tasks are not complete (listed above)");
+        assert!(!tasks.parent().unwrap().join("manifest-train.json").exists());
     }
 
     #[test]
