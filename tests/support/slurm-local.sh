@@ -22,11 +22,20 @@ install() {
         || { apt-get update >/dev/null && apt-get install -y --no-install-recommends slurmctld slurmd slurm-client >/dev/null; }
 }
 
+# Starts the daemons on random ports, trying again (up to 3 times) should a port be taken.
 start() {
-    local dir=$1
+    local dir=$1 try
     mkdir -p "$dir/state" "$dir/spool"
     dir=$(cd "$dir" && pwd)
-    local host cpus port
+    for try in 1 2 3; do
+        start_once "$dir" && return 0
+        [ $try = 3 ] || echo "slurm-local.sh: retrying on other ports" >&2
+    done
+    die "could not start Slurm in $dir (logs: $dir/*.log, $dir/*.out)"
+}
+
+start_once() {
+    local dir=$1 host cpus port
     host=$(hostname -s)
     cpus=$(nproc)
     port=$((20000 + (RANDOM % 20000)))
@@ -69,7 +78,7 @@ EOF
     while [ $SECONDS -lt $deadline ]; do
         for d in slurmctld slurmd; do
             kill -0 "$(cat "$dir/$d.pid")" 2>/dev/null \
-                || { tail -n 20 "$dir/$d.out" "$dir/$d.log" >&2 2>/dev/null; stop "$dir"; die "$d exited"; }
+                || { tail -n 20 "$dir/$d.out" "$dir/$d.log" >&2 2>/dev/null || true; stop "$dir"; echo "slurm-local.sh: $d exited" >&2; return 1; }
         done
         state=$(sinfo -h -n cstest -o %t 2>/dev/null || true)
         [ "$state" = idle ] && return 0
@@ -77,7 +86,8 @@ EOF
     done
     tail -n 20 "$dir/slurmctld.log" "$dir/slurmd.log" >&2 2>/dev/null || true
     stop "$dir"
-    die "node not idle after 60 s (state: ${state:-none})"
+    echo "slurm-local.sh: node not idle after 60 s (state: ${state:-none})" >&2
+    return 1
 }
 
 stop() {
