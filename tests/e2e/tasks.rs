@@ -203,6 +203,30 @@ fn a_task_index_out_of_range_or_half_given_is_bad_usage() {
     let ran = run(embed(dir.path()).env("JOB_COMPLETION_INDEX", "1"));
     assert_eq!(ran.code, Some(2), "{}", ran.stderr);
     assert!(ran.stderr.contains("--num-shards"), "{}", ran.stderr);
+    // JSON Lines files do not say their row count before they are read.
+    let ran = run(clean(&mut bin("chatspace"))
+        .arg("embed-hf")
+        .arg("--dataset")
+        .arg(chatspace_tests::repo_root().join("examples/smoltalk-sample.jsonl"))
+        .args([
+            "--extract",
+            "first-assistant",
+            "--num-shards",
+            "2",
+            "--shard-index",
+            "0",
+        ])
+        .arg("--model")
+        .arg(model("null-384"))
+        .arg("--output-root")
+        .arg(dir.path()));
+    assert_eq!(ran.code, Some(3), "{}", ran.stderr);
+    assert!(
+        ran.stderr
+            .contains("--num-shards needs every data file's row count before reading"),
+        "{}",
+        ran.stderr
+    );
     let ran = run(clean(&mut bin("chatspace"))
         .arg("merge")
         .arg(dir.path().join("nowhere")));
