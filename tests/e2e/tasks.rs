@@ -233,3 +233,65 @@ fn a_task_index_out_of_range_or_half_given_is_bad_usage() {
     assert_eq!(ran.code, Some(3), "{}", ran.stderr);
     assert_eq!(ran.stderr.lines().count(), 1, "{}", ran.stderr);
 }
+
+#[test]
+fn tasks_over_several_files_skip_whole_files_and_cut_inside_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    // Three Parquet files of 1,000, 500 and 2,500 rows cut from the chat data.
+    let script = r#"
+import sys
+import pyarrow.parquet as pq
+t = pq.read_table(sys.argv[1]).slice(0, 4000)
+for name, (a, b) in zip(["part-0", "part-1", "part-2"], [(0, 1000), (1000, 1500), (1500, 4000)]):
+    pq.write_table(t.slice(a, b - a), f"{sys.argv[2]}/{name}.parquet", row_group_size=300)
+"#;
+    run_ok(
+        python()
+            .args(["-c", script])
+            .arg(shared().join("data/debian-chat.parquet"))
+            .arg(&data),
+    );
+    let embed_glob = |out: &Path| {
+        let mut cmd = bin("chatspace");
+        clean(&mut cmd)
+            .arg("embed-hf")
+            .arg("--dataset")
+            .arg(data.join("*.parquet"))
+            .args(["--extract", "first-assistant", "--encoders", "1"])
+            .args(["--rows-per-shard", "600", "--no-progress"])
+            .arg("--model")
+            .arg(model("null-384"))
+            .arg("--output-root")
+            .arg(out);
+        cmd
+    };
+    let whole = dir.path().join("whole");
+    run_ok(&mut embed_glob(&whole));
+    let out = dir.path().join("split");
+    for i in 0..4 {
+        run_ok(embed_glob(&out).args(["--num-shards", "4", "--shard-index", &i.to_string()]));
+    }
+    let tasks = out.join("indexes/null-384/data/tasks-train");
+    // Task 1 (rows 1000..2000) reads part-1 and part-2 whole files from their start; task 2
+    // (2000..3000) starts 500 rows into part-2.
+    let t1 = read_json(&tasks.join("task-00001-of-00004/manifest-train.json"));
+    let files = t1["run_config"]["dataset_files"].as_array().unwrap();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let t0 = read_json(&tasks.join("task-00000-of-00004/manifest-train.json"));
+    assert_eq!(
+        t0["run_config"]["dataset_files"].as_array().unwrap().len(),
+        1
+    );
+    run_ok(clean(&mut bin("chatspace")).arg("merge").arg(&tasks));
+    let merged = read_json(&tasks.parent().unwrap().join("manifest-train.json"));
+    assert_eq!(merged["input_rows"], 4000);
+    let reference = read_json(&whole.join("indexes/null-384/data/manifest-train.json"));
+    let split = read_back(&shard_paths(&out, &merged));
+    let unsplit = read_back(&shard_paths(&whole, &reference));
+    assert_eq!(split["arrow"], split["duckdb"]);
+    assert_eq!(split["arrow"]["rows"], split["arrow"]["distinct"]);
+    assert_eq!(split["arrow"], unsplit["arrow"]);
+    assert_eq!(merged["rows_total"], reference["rows_total"]);
+}

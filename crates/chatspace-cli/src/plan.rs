@@ -117,9 +117,18 @@ fn split_for_task(
     let all: u64 = counts.iter().sum();
     let total = args.max_rows.map_or(all, |m| all.min(m));
     let rows = partition::row_range(total, task.index, task.count);
-    let (keep, first_file_row) = partition::files_for(&counts, &rows);
+    let (keep, mut first_file_row) = partition::files_for(&counts, &rows);
     dataset.files = keep.iter().map(|&i| dataset.files[i].clone()).collect();
     dataset.file_rows = keep.iter().map(|&i| Some(counts[i])).collect();
+    // Inside a Parquet file, the rows before the range are skipped without being decoded.
+    if dataset
+        .files
+        .first()
+        .is_some_and(|f| dataset::is_parquet_name(f))
+    {
+        dataset.skip_first_rows = rows.start - first_file_row;
+        first_file_row = rows.start;
+    }
     let record = TaskRecord {
         index: task.index,
         count: task.count,

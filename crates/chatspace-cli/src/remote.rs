@@ -87,6 +87,7 @@ pub fn resolve_dataset(
     }
     Ok(Dataset {
         file_rows: vec![None; files.len()],
+        skip_first_rows: 0,
         files,
         fetch,
         schema: Arc::new(schema),
