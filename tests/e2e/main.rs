@@ -11,4 +11,6 @@ mod options;
 mod protocol;
 mod reliability;
 mod resume;
+mod slurm;
 mod startup;
+mod tasks;

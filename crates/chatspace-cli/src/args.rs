@@ -19,9 +19,16 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per process; boxing would only add noise"
+)]
 pub enum Command {
     /// Embed a dataset with a sentence-transformers model (ONNX) into Parquet shards.
     EmbedHf(EmbedArgs),
+    /// Check that every task of a split run (--num-shards) completed and covered each input row
+    /// once, and write the combined manifest.
+    Merge(crate::merge::MergeArgs),
 }
 
 /// Which part of a row becomes the text to embed (see the README's "Extraction modes").
@@ -269,6 +276,19 @@ pub struct EmbedArgs {
     /// Run identifier recorded in every row and the manifest (default: from the start time).
     #[arg(long)]
     pub run_id: Option<String>,
+    /// Split the input among this many tasks of an indexed job, each embedding a contiguous
+    /// range of rows into its own folder (`chatspace merge` combines them) [default:
+    /// SLURM_ARRAY_TASK_COUNT in a Slurm job array].
+    #[arg(long, value_name = "N", value_parser = positive::<u32>)]
+    pub num_shards: Option<u32>,
+    /// This task's index, from 0, with --num-shards [default: SLURM_ARRAY_TASK_ID minus
+    /// SLURM_ARRAY_TASK_MIN, else JOB_COMPLETION_INDEX (a Kubernetes Indexed Job)].
+    #[arg(long, value_name = "I")]
+    pub shard_index: Option<u32>,
+    /// Where the task index came from (`flags`, `slurm`, `kubernetes`), once resolved.
+    #[arg(skip)]
+    #[serde(skip)]
+    pub task_engine: Option<&'static str>,
     /// The encoder executable (default: `chatspace-encoder` next to `chatspace`).
     #[arg(long, hide = true, env = "CHATSPACE_ENCODER")]
     #[serde(skip)]
@@ -333,6 +353,7 @@ mod tests {
         full.extend_from_slice(args);
         Cli::try_parse_from(full).map(|cli| match cli.command {
             Command::EmbedHf(a) => a,
+            Command::Merge(_) => unreachable!("embed-hf parsed"),
         })
     }
 

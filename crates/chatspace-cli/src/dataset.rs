@@ -26,7 +26,7 @@ use arrow::datatypes::{Schema, SchemaRef};
 use arrow::error::ArrowError;
 use arrow::json::ReaderBuilder;
 use arrow::json::reader::Decoder;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::arrow_reader::{ParquetRecordBatchReaderBuilder, RowSelection, RowSelector};
 
 use crate::bad_input;
 use crate::datafiles;
@@ -87,6 +87,11 @@ pub struct Dataset {
     pub name: String,
     /// Total rows, when known before reading.
     pub rows: Option<u64>,
+    /// Each file's rows, when known before reading (Parquet footers, JSON arrays).
+    pub file_rows: Vec<Option<u64>>,
+    /// Rows at the start of the first file that are not read (a task of a split run whose
+    /// range begins inside a Parquet file); 0 for other formats.
+    pub skip_first_rows: u64,
     /// Where the files came from, for the manifest (`local`, or the Hub repo and commit).
     pub source: serde_json::Value,
 }
@@ -443,9 +448,11 @@ pub fn resolve_local(spec: &str, subset: Option<&str>, split: &str) -> Result<Op
     // Local files are cheap to look at: check every file's columns now, and count rows.
     let mut schema: Option<(Schema, PathBuf)> = None;
     let mut rows = Some(0u64);
+    let mut file_rows = Vec::with_capacity(files.len());
     for f in &files {
         let p = fetch.fetch(f)?;
         let (s, n) = file_schema(&p)?;
+        file_rows.push(n);
         rows = rows.zip(n).map(|(a, b)| a.saturating_add(b));
         schema = Some(match schema {
             None => (s, p),
@@ -471,6 +478,8 @@ pub fn resolve_local(spec: &str, subset: Option<&str>, split: &str) -> Result<Op
         schema: Arc::new(schema),
         name,
         rows,
+        file_rows,
+        skip_first_rows: 0,
         source: serde_json::json!({"kind": "local"}),
     }))
 }
@@ -550,8 +559,9 @@ pub fn read_batches(
             }
         })?;
     let result = (|| {
-        for path in rx.iter() {
-            if !read_file(dataset, &path?, &mut each)? {
+        for (i, path) in rx.iter().enumerate() {
+            let skip = if i == 0 { dataset.skip_first_rows } else { 0 };
+            if !read_file(dataset, &path?, skip, &mut each)? {
                 break;
             }
         }
@@ -562,17 +572,32 @@ pub fn read_batches(
     result
 }
 
-/// Reads one local file; `Ok(false)` when `each` asked to stop.
+/// Whether a data file name is a Parquet file's (by its extension, as the reader decides).
+pub fn is_parquet_name(name: &str) -> bool {
+    format_of(name) == Some(Format::Parquet)
+}
+
+/// Reads one local file, without its first `skip` rows (Parquet only, else 0); `Ok(false)` when
+/// `each` asked to stop.
 fn read_file(
     dataset: &Dataset,
     path: &Path,
+    skip: u64,
     each: &mut impl FnMut(RecordBatch) -> Result<bool>,
 ) -> Result<bool> {
     let read_err =
         |e: &dyn std::fmt::Display| bad_input!("cannot read dataset file {}: {e}", path.display());
     match detect_format(path)? {
         Format::Parquet => {
-            let builder = open_parquet(path)?;
+            let mut builder = open_parquet(path)?;
+            if skip > 0 {
+                let rows = builder.metadata().file_metadata().num_rows().max(0) as usize;
+                let skip = (skip as usize).min(rows);
+                builder = builder.with_row_selection(RowSelection::from(vec![
+                    RowSelector::skip(skip),
+                    RowSelector::select(rows - skip),
+                ]));
+            }
             if !same_columns(builder.schema(), &dataset.schema) {
                 return Err(bad_input!(
                     "dataset file {} has columns [{}], unlike the first file's [{}]",

@@ -13,6 +13,8 @@ mod error;
 mod extract;
 mod hub;
 mod manifest;
+mod merge;
+mod partition;
 mod plan;
 mod pool;
 mod remote;
@@ -39,6 +41,10 @@ fn init_logging() {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Merge(args) => {
+            merge::merge(&args)?;
+            Ok(())
+        }
         Command::EmbedHf(args) => {
             let plan = plan::RunPlan::resolve(args)?;
             if plan.complete {
@@ -89,10 +95,23 @@ fn main() -> ExitCode {
             return ExitCode::from(chatspace_proto::exit::USAGE as u8);
         }
     };
-    let Command::EmbedHf(args) = &cli.command;
-    if let Err(msg) = args.check() {
-        eprintln!("chatspace: {msg}");
-        return ExitCode::from(chatspace_proto::exit::USAGE as u8);
+    let mut cli = cli;
+    if let Command::EmbedHf(args) = &mut cli.command {
+        let task = args.check().and_then(|()| {
+            partition::resolve_task(args.num_shards, args.shard_index, |k| std::env::var(k).ok())
+        });
+        match task {
+            Ok(task) => {
+                // The task is recorded as flags from here on (in run_config and for --resume).
+                args.num_shards = task.map(|t| t.count);
+                args.shard_index = task.map(|t| t.index);
+                args.task_engine = task.map(|t| t.engine);
+            }
+            Err(msg) => {
+                eprintln!("chatspace: {msg}");
+                return ExitCode::from(chatspace_proto::exit::USAGE as u8);
+            }
+        }
     }
     init_logging();
     match run(cli) {

@@ -64,6 +64,25 @@ pub struct FailedRow {
     pub reason: String,
 }
 
+/// What a task of a split run (`--num-shards`) covers, and how it was started.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskRecord {
+    /// The task's index, from 0.
+    pub index: u32,
+    /// The number of tasks.
+    pub count: u32,
+    /// Where the index came from: `flags`, `slurm` or `kubernetes`.
+    pub engine: String,
+    /// The first input row of the task's range.
+    pub first_row_index: u64,
+    /// One past the last input row of the task's range.
+    pub end_row_index: u64,
+    /// The rows of the whole input (capped by `--max-rows`) that the tasks share.
+    pub input_rows_total: u64,
+    /// The command line, without `--num-shards`, `--shard-index`, `--resume` and `--overwrite`.
+    pub command: Vec<String>,
+}
+
 /// `manifest-<split>.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Manifest {
@@ -124,6 +143,9 @@ pub struct Manifest {
     pub run_config: serde_json::Value,
     /// The software that wrote this.
     pub tool: Tool,
+    /// With `--num-shards`: the task this manifest is of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<TaskRecord>,
 }
 
 /// `run-<split>.json`.

@@ -2,6 +2,7 @@
 //! model folder, locates the encoder executable and prepares the output folders, all before
 //! any encoder is started, so bad input fails fast with one clear line.
 
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
@@ -12,7 +13,8 @@ use crate::dataset::{self, Dataset};
 use crate::devices;
 use crate::extract::Extractor;
 use crate::hub::{Hub, HubConfig, looks_like_repo_id};
-use crate::manifest;
+use crate::manifest::{self, TaskRecord};
+use crate::partition::{self, TaskSpec};
 use crate::remote;
 use crate::resume::{self, Resume};
 
@@ -51,6 +53,92 @@ pub struct RunPlan {
     pub resume: Option<Resume>,
     /// With `--resume`: the run was already complete; nothing to do.
     pub complete: bool,
+    /// The input rows this run embeds (positions in the whole input): all of them (up to
+    /// `--max-rows`; the end is `u64::MAX` when unknown), or this task's range.
+    pub rows: Range<u64>,
+    /// The input position of the first row of `dataset.files` (not 0 when a task skips files).
+    pub first_file_row: u64,
+    /// With `--num-shards`: which task this is and what it covers.
+    pub task: Option<TaskRecord>,
+}
+
+/// The command line that started this process, without the flags that pick a task or what to
+/// do with earlier output (`--num-shards`, `--shard-index`, `--resume`, `--overwrite`), for
+/// `chatspace merge` to show how to re-run a task.
+pub fn base_command(argv: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--num-shards" | "--shard-index" => {
+                it.next();
+            }
+            "--resume" | "--overwrite" => {}
+            _ if a.starts_with("--num-shards=") || a.starts_with("--shard-index=") => {}
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
+/// The task this run is, from the flags (which `main` filled from the job engine's
+/// environment).
+fn task_spec(args: &EmbedArgs) -> Option<TaskSpec> {
+    match (args.num_shards, args.shard_index) {
+        (Some(count), Some(index)) => Some(TaskSpec {
+            index,
+            count,
+            engine: args.task_engine.unwrap_or("flags"),
+        }),
+        _ => None,
+    }
+}
+
+/// Cuts `dataset` down to the files task `task` reads; returns its rows, the position of the
+/// first file's first row, and the task's record.
+fn split_for_task(
+    dataset: &mut Dataset,
+    args: &EmbedArgs,
+    task: TaskSpec,
+) -> Result<(Range<u64>, u64, TaskRecord)> {
+    let counts: Option<Vec<u64>> = dataset.file_rows.iter().copied().collect();
+    let Some(counts) = counts else {
+        let unknown = dataset
+            .files
+            .iter()
+            .zip(&dataset.file_rows)
+            .find(|(_, n)| n.is_none())
+            .map(|(f, _)| f.as_str())
+            .unwrap_or("?");
+        return Err(bad_input!(
+            "--num-shards needs every data file's row count before reading (Parquet footers, JSON arrays), but {unknown} does not say it; convert JSON Lines to Parquet, or run one task"
+        ));
+    };
+    let all: u64 = counts.iter().sum();
+    let total = args.max_rows.map_or(all, |m| all.min(m));
+    let rows = partition::row_range(total, task.index, task.count);
+    let (keep, mut first_file_row) = partition::files_for(&counts, &rows);
+    dataset.files = keep.iter().map(|&i| dataset.files[i].clone()).collect();
+    dataset.file_rows = keep.iter().map(|&i| Some(counts[i])).collect();
+    // Inside a Parquet file, the rows before the range are skipped without being decoded.
+    if dataset
+        .files
+        .first()
+        .is_some_and(|f| dataset::is_parquet_name(f))
+    {
+        dataset.skip_first_rows = rows.start - first_file_row;
+        first_file_row = rows.start;
+    }
+    let record = TaskRecord {
+        index: task.index,
+        count: task.count,
+        engine: task.engine.to_string(),
+        first_row_index: rows.start,
+        end_row_index: rows.end,
+        input_rows_total: total,
+        command: base_command(&std::env::args().collect::<Vec<_>>()),
+    };
+    Ok((rows, first_file_row, record))
 }
 
 /// The run's settings as JSON, the way the manifest's `run_config` records them: the flags,
@@ -175,7 +263,7 @@ impl RunPlan {
             Ok(hub.clone().expect("just set"))
         };
         let subset = args.subset.as_deref();
-        let dataset = match dataset::resolve_local(&args.dataset, subset, &args.split)? {
+        let mut dataset = match dataset::resolve_local(&args.dataset, subset, &args.split)? {
             Some(ds) => ds,
             None if looks_like_repo_id(&args.dataset) => remote::resolve_dataset(
                 &hub()?,
@@ -187,6 +275,17 @@ impl RunPlan {
             None => return Err(bad_input!("dataset {} does not exist", args.dataset)),
         };
         let extractor = Extractor::new(&dataset.schema, &args)?;
+        let task = task_spec(&args);
+        let (rows, first_file_row, task_record) = match task {
+            Some(t) => {
+                let (rows, first, record) = split_for_task(&mut dataset, &args, t)?;
+                (rows, first, Some(record))
+            }
+            None => {
+                let end = args.max_rows.unwrap_or(u64::MAX);
+                (0..dataset.rows.map_or(end, |n| n.min(end)), 0, None)
+            }
+        };
         let model_path = Path::new(&args.model);
         let (model_dir, model_name, onnx_file, model_source) = if model_path.exists()
             || !looks_like_repo_id(&args.model)
@@ -215,12 +314,18 @@ impl RunPlan {
         }
         let model_c = component(&model_name);
         let split_c = component(&args.split);
-        let shard_dir = root
+        let mut shard_dir = root
             .join("embeddings")
             .join(&model_c)
             .join(&dataset.name)
             .join(&split_c);
-        let index_dir = root.join("indexes").join(&model_c).join(&dataset.name);
+        let mut index_dir = root.join("indexes").join(&model_c).join(&dataset.name);
+        if let Some(t) = task {
+            // Each task writes its own shards and manifest; `chatspace merge` combines them.
+            shard_dir.push(t.folder());
+            index_dir.push(format!("tasks-{split_c}"));
+            index_dir.push(t.folder());
+        }
         make_dir(&shard_dir, &root)?;
         make_dir(&index_dir, &root)?;
         let manifest_path = index_dir.join(format!("manifest-{split_c}.json"));
@@ -270,6 +375,9 @@ impl RunPlan {
             run_id,
             resume,
             complete,
+            rows,
+            first_file_row,
+            task: task_record,
         })
     }
 }
@@ -288,6 +396,30 @@ mod tests {
         std::fs::write(dir.path().join("onnx/model.onnx"), b"x").unwrap();
         let err = check_model(d, "onnx/model.onnx").unwrap_err();
         assert!(err.to_string().ends_with("has no tokenizer.json"), "{err}");
+    }
+
+    #[test]
+    fn base_command_drops_the_task_and_output_flags() {
+        let argv: Vec<String> = [
+            "chatspace",
+            "embed-hf",
+            "--num-shards",
+            "3",
+            "--shard-index=1",
+            "--resume",
+            "--dataset",
+            "d.parquet",
+            "--overwrite",
+            "--num-shards=3",
+            "--shard-index",
+            "2",
+        ]
+        .map(String::from)
+        .to_vec();
+        assert_eq!(
+            base_command(&argv),
+            ["chatspace", "embed-hf", "--dataset", "d.parquet"]
+        );
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub fn resolve_dataset(
         name = format!("{name}__{}", sub.replace('/', "__"));
     }
     Ok(Dataset {
+        file_rows: vec![None; files.len()],
+        skip_first_rows: 0,
         files,
         fetch,
         schema: Arc::new(schema),

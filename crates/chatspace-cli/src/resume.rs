@@ -46,7 +46,7 @@ impl Resume {
 /// The settings that must match for a run to be resumed, as `(name, value)`; read from a
 /// manifest's `run_config`, `source` and `model_source` (or built the same way for a new run).
 pub fn settings(run_config: &Value, source: &Value, model_source: &Value) -> Vec<(String, Value)> {
-    const KEYS: [&str; 21] = [
+    const KEYS: [&str; 23] = [
         "dataset",
         "subset",
         "split",
@@ -68,6 +68,8 @@ pub fn settings(run_config: &Value, source: &Value, model_source: &Value) -> Vec
         "truncate_dim",
         "embedding_dtype",
         "max_seq_length",
+        "num_shards",
+        "shard_index",
     ];
     // Manifests written before a setting existed ran with its default.
     let default = |k: &str| match k {

@@ -137,11 +137,7 @@ fn progress_bar(plan: &RunPlan) -> ProgressBar {
     if plan.args.no_progress || !std::io::stderr().is_terminal() {
         return ProgressBar::hidden();
     }
-    let total = match (plan.dataset.rows, plan.args.max_rows) {
-        (Some(n), Some(m)) => Some(n.min(m)),
-        (Some(n), None) => Some(n),
-        (None, m) => m,
-    };
+    let total = (plan.rows.end != u64::MAX).then(|| plan.rows.end - plan.rows.start);
     let bar = match total {
         Some(n) => ProgressBar::new(n).with_style(
             ProgressStyle::with_template(
@@ -203,19 +199,24 @@ fn read_jobs(
 ) -> Result<ReadStats> {
     let mut stats = ReadStats::default();
     let mut next_id = 0u64;
-    let max_rows = plan.args.max_rows.unwrap_or(u64::MAX);
-    let total = plan.dataset.rows.map(|n| n.min(max_rows));
+    // Input positions: `plan.rows` is what this run embeds (a task's range, or everything up to
+    // --max-rows); the files read start at `plan.first_file_row`.
+    let want = plan.rows.clone();
+    let total = (want.end != u64::MAX).then_some(want.end);
+    let mut at = plan.first_file_row;
     dataset::read_batches(&plan.dataset, |batch| {
         if stop.load(Ordering::SeqCst) {
             return Ok(false);
         }
-        let left = max_rows - stats.rows_read;
-        let batch = if (batch.num_rows() as u64) > left {
-            batch.slice(0, left as usize)
-        } else {
-            batch
-        };
-        let base = stats.rows_read as i64;
+        let batch_start = at;
+        at += batch.num_rows() as u64;
+        let (lo, hi) = (batch_start.max(want.start), at.min(want.end));
+        if lo >= hi {
+            // Rows before this task's range (or none left).
+            return Ok(at < want.end);
+        }
+        let batch = batch.slice((lo - batch_start) as usize, (hi - lo) as usize);
+        let base = lo as i64;
         stats.rows_read += batch.num_rows() as u64;
         let mut ex = plan.extractor.extract(&batch)?;
         // With --resume, texts in kept shards are read (to count skips) but not sent. In
@@ -270,7 +271,7 @@ fn read_jobs(
                 return Ok(false);
             }
         }
-        Ok(stats.rows_read < max_rows)
+        Ok(at < want.end)
     })?;
     Ok(stats)
 }
@@ -613,6 +614,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         model_info: serde_json::to_value(&info)?,
         run_config: run_config(&plan)?,
         tool: Tool::current(),
+        task: plan.task.clone(),
     };
     let mut manifest = manifest;
     if let Some(r) = &plan.resume {

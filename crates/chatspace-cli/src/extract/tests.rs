@@ -16,7 +16,9 @@ use crate::args::{Cli, Command};
 fn args(extra: &[&str]) -> EmbedArgs {
     let mut full = vec!["chatspace", "embed-hf", "--dataset", "d.parquet"];
     full.extend_from_slice(extra);
-    let Command::EmbedHf(a) = Cli::try_parse_from(full).unwrap().command;
+    let Command::EmbedHf(a) = Cli::try_parse_from(full).unwrap().command else {
+        unreachable!("embed-hf parsed")
+    };
     a
 }
 
