@@ -85,6 +85,30 @@ case "$(uname -m)" in
 esac
 wheel="onnxruntime-${ORT_VERSION}-cp311-cp311-${platform}.whl"
 
+# extract_libs WHEEL SHA256 DEST NAME...: checks the wheel's sha256, then copies each
+# onnxruntime/capi/NAME out of it to DEST/NAME (through NAME.part and a rename, so an
+# interrupted run never leaves a partial library behind).
+extract_libs() {
+    python3 - "$@" <<'PY' || die "could not verify or extract $(basename "$1")"
+import hashlib, os, shutil, sys, zipfile
+
+wheel, want, dest, *names = sys.argv[1:]
+h = hashlib.sha256()
+with open(wheel, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+        h.update(chunk)
+if h.hexdigest() != want:
+    sys.exit(f"sha256 mismatch for {os.path.basename(wheel)}: expected {want}, got {h.hexdigest()}")
+with zipfile.ZipFile(wheel) as z:
+    for name in names:
+        part = os.path.join(dest, name + ".part")
+        with z.open("onnxruntime/capi/" + name) as src, open(part, "wb") as out:
+            shutil.copyfileobj(src, out, 1 << 20)
+        os.chmod(part, 0o755)
+        os.replace(part, os.path.join(dest, name))
+PY
+}
+
 fetch_onnxruntime() {
     if [[ -f "${ORT_DIR}/${ORT_LIB}" && -f "${ORT_DIR}/VERSION" ]] &&
         [[ "$(cat "${ORT_DIR}/VERSION")" == "${ORT_VERSION}" ]]; then
@@ -109,24 +133,7 @@ fetch_onnxruntime() {
         mkdir -p "${ORT_DIR}"
         # Verify, then extract to a temporary name and rename, so an interrupted
         # run never leaves a partial library behind.
-        python3 - "${tmp}/${wheel}" "${sha256}" "onnxruntime/capi/${ORT_LIB}" \
-            "${ORT_DIR}/${ORT_LIB}" <<'PY' || die "could not verify or extract ${wheel}"
-import hashlib, os, shutil, sys, zipfile
-
-wheel, want, member, dest = sys.argv[1:]
-h = hashlib.sha256()
-with open(wheel, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        h.update(chunk)
-got = h.hexdigest()
-if got != want:
-    sys.exit(f"sha256 mismatch for {os.path.basename(wheel)}: expected {want}, got {got}")
-part = dest + ".part"
-with zipfile.ZipFile(wheel) as z, z.open(member) as src, open(part, "wb") as out:
-    shutil.copyfileobj(src, out, 1 << 20)
-os.chmod(part, 0o755)
-os.replace(part, dest)
-PY
+        extract_libs "${tmp}/${wheel}" "${sha256}" "${ORT_DIR}" "${ORT_LIB}"
         # The library's SONAME is libonnxruntime.so.1; the unversioned name is what
         # ORT_DYLIB_PATH / dlopen users look for.
         ln -sfn "${ORT_LIB}" "${ORT_DIR}/libonnxruntime.so"
@@ -163,26 +170,8 @@ fetch_onnxruntime_gpu() {
     [[ -f "${tmp}/${gpu_wheel}" ]] || die "expected ${gpu_wheel}, pip saved: $(ls "${tmp}")"
     mkdir -p "${GPU_DIR}"
     log "checking sha256 and extracting the runtime and its CUDA provider"
-    python3 - "${tmp}/${gpu_wheel}" "${gpu_sha256}" "${GPU_DIR}" "${ORT_LIB}" \
-        libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so <<'PY' ||
-import hashlib, os, shutil, sys, zipfile
-
-wheel, want, dest, *names = sys.argv[1:]
-h = hashlib.sha256()
-with open(wheel, "rb") as f:
-    for chunk in iter(lambda: f.read(1 << 20), b""):
-        h.update(chunk)
-if h.hexdigest() != want:
-    sys.exit(f"sha256 mismatch for {os.path.basename(wheel)}: expected {want}, got {h.hexdigest()}")
-with zipfile.ZipFile(wheel) as z:
-    for name in names:
-        part = os.path.join(dest, name + ".part")
-        with z.open("onnxruntime/capi/" + name) as src, open(part, "wb") as out:
-            shutil.copyfileobj(src, out, 1 << 20)
-        os.chmod(part, 0o755)
-        os.replace(part, os.path.join(dest, name))
-PY
-        die "could not verify or extract ${gpu_wheel}"
+    extract_libs "${tmp}/${gpu_wheel}" "${gpu_sha256}" "${GPU_DIR}" "${ORT_LIB}" \
+        libonnxruntime_providers_shared.so libonnxruntime_providers_cuda.so
     log "installing the CUDA 13 and cuDNN 9 libraries from NVIDIA's wheels (several GB)"
     python3 -m pip install --quiet --disable-pip-version-check --upgrade \
         --only-binary=:all: --target "${GPU_DIR}" "${CUDA_WHEELS[@]}" >&2 ||

@@ -861,22 +861,9 @@ fn cuda_without_a_gpu_or_its_runtime_is_one_clear_error() {
         "{}",
         ran.stderr
     );
-    let shards: Vec<_> = walk(dir.path())
+    let shards: Vec<_> = chatspace_tests::files_under(dir.path())
         .into_iter()
         .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
         .collect();
     assert!(shards.is_empty(), "{shards:?}");
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }

@@ -5,12 +5,13 @@
 //! per-turn output through an interruption and `--resume`.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use serde_json::{Value, json};
 
-use chatspace_tests::{Ran, bin, check_output, model, python, read_json, run, run_ok, shared};
+use chatspace_tests::{
+    Ran, bin, check_output, model, python, read_json, run, run_ok, shared, wait_for_file,
+};
 
 /// One expected output row: `(row_index, turn_index, role, text)`; turn and role are checked
 /// only in per-turn modes (pass `-1` and `""` otherwise).
@@ -642,20 +643,6 @@ print(json.dumps(out))
     serde_json::from_str(&ran.stdout).unwrap()
 }
 
-/// Polls until `shard` exists (the run is under way), with a deadline.
-fn wait_for_shard(out: &Path, child: &mut Child, shard: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let path = resume_shards(out).join(shard);
-    while !path.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before {shard} appeared"
-        );
-        assert!(Instant::now() < deadline, "{shard} never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn per_turn_killed_then_resumed_matches_a_clean_run() {
     let clean_dir = tempfile::tempdir().unwrap();
@@ -673,7 +660,10 @@ fn per_turn_killed_then_resumed_matches_a_clean_run() {
 
     let out = tempfile::tempdir().unwrap();
     let mut child = per_turn_run(out.path(), "per-turn").spawn().unwrap();
-    wait_for_shard(out.path(), &mut child, "shard-00001.parquet");
+    wait_for_file(
+        &resume_shards(out.path()).join("shard-00001.parquet"),
+        &mut child,
+    );
     run_ok(Command::new("kill").args(["-KILL", &child.id().to_string()]));
     child.wait().unwrap();
     let before = resume_manifest(out.path());
@@ -738,7 +728,10 @@ fn per_turn_killed_then_resumed_matches_a_clean_run() {
     // --resume writes it again whole and goes on.
     let out = tempfile::tempdir().unwrap();
     let mut child = per_turn_run(out.path(), "per-turn").spawn().unwrap();
-    wait_for_shard(out.path(), &mut child, "shard-00000.parquet");
+    wait_for_file(
+        &resume_shards(out.path()).join("shard-00000.parquet"),
+        &mut child,
+    );
     run_ok(Command::new("kill").args(["-INT", &child.id().to_string()]));
     assert_eq!(child.wait().unwrap().code(), Some(130));
     let before = resume_manifest(out.path());

@@ -237,24 +237,11 @@ fn a_download_cut_off_midway_resumes() {
         cdn.iter().any(|r| r.range.is_some()),
         "no resumed download: {cdn:?}"
     );
-    let leftovers: Vec<_> = walk(home.path())
+    let leftovers: Vec<_> = chatspace_tests::files_under(home.path())
         .into_iter()
         .filter(|p| p.to_string_lossy().ends_with(".incomplete"))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let p = e.path();
-        if p.is_dir() && !p.is_symlink() {
-            out.extend(walk(&p));
-        } else {
-            out.push(p);
-        }
-    }
-    out
 }
 
 #[test]

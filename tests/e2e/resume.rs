@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
-use std::time::{Duration, Instant};
 
-use chatspace_tests::{bin, model, python, read_json, run, run_ok, shared};
+use chatspace_tests::{bin, model, python, read_json, run, run_ok, shared, wait_for_file};
 
 const ROWS: &str = "12000";
 const PER_SHARD: u64 = 1500;
@@ -40,20 +39,6 @@ fn shard_dir(out: &Path) -> PathBuf {
 
 fn manifest(out: &Path) -> serde_json::Value {
     read_json(&out.join("indexes/null-384/debian-chat/manifest-train.json"))
-}
-
-/// Polls until `shard` exists under `out` (the run is under way), with a deadline.
-fn wait_for_shard(out: &Path, child: &mut Child, shard: &str) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let path = shard_dir(out).join(shard);
-    while !path.exists() {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "the run ended before {shard} appeared"
-        );
-        assert!(Instant::now() < deadline, "{shard} never appeared");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn signal(child: &Child, sig: &str) {
@@ -91,7 +76,10 @@ fn sigint_flushes_then_resume_matches_a_clean_run() {
     let (_clean_dir, clean) = clean_run();
     let out = tempfile::tempdir().unwrap();
     let mut child = embed(out.path()).spawn().unwrap();
-    wait_for_shard(out.path(), &mut child, "shard-00000.parquet");
+    wait_for_file(
+        &shard_dir(out.path()).join("shard-00000.parquet"),
+        &mut child,
+    );
     signal(&child, "-INT");
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
@@ -124,7 +112,10 @@ fn a_second_sigint_stops_at_once_and_resume_still_matches() {
     let (_clean_dir, clean) = clean_run();
     let out = tempfile::tempdir().unwrap();
     let mut child = embed(out.path()).spawn().unwrap();
-    wait_for_shard(out.path(), &mut child, "shard-00000.parquet");
+    wait_for_file(
+        &shard_dir(out.path()).join("shard-00000.parquet"),
+        &mut child,
+    );
     signal(&child, "-INT");
     signal(&child, "-INT");
     assert_eq!(child.wait().unwrap().code(), Some(130));
@@ -154,7 +145,10 @@ fn supervisor_killed_then_resume_completes_exactly_once() {
     let (_clean_dir, clean) = clean_run();
     let out = tempfile::tempdir().unwrap();
     let mut child = embed(out.path()).spawn().unwrap();
-    wait_for_shard(out.path(), &mut child, "shard-00001.parquet");
+    wait_for_file(
+        &shard_dir(out.path()).join("shard-00001.parquet"),
+        &mut child,
+    );
     signal(&child, "-KILL");
     child.wait().unwrap();
     // Every file under a final shard name is a whole Parquet file of a full shard (pyarrow
@@ -179,7 +173,10 @@ fn supervisor_killed_then_resume_completes_exactly_once() {
 fn resume_refuses_other_settings_and_lists_them() {
     let out = tempfile::tempdir().unwrap();
     let mut child = embed(out.path()).spawn().unwrap();
-    wait_for_shard(out.path(), &mut child, "shard-00000.parquet");
+    wait_for_file(
+        &shard_dir(out.path()).join("shard-00000.parquet"),
+        &mut child,
+    );
     signal(&child, "-KILL");
     child.wait().unwrap();
     let mut cmd = bin("chatspace");

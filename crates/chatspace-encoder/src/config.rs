@@ -519,16 +519,7 @@ mod tests {
             eprintln!("skipped: {} is absent", dir.display());
             return;
         }
-        let cfg = ModelConfig::load(&ModelOptions {
-            model: dir.clone(),
-            onnx_file: None,
-            max_seq_length: None,
-            pooling: None,
-            normalize: None,
-            prompt: PromptChoice::Default,
-            truncate_dim: None,
-        })
-        .unwrap();
+        let cfg = ModelConfig::load(&ModelOptions::for_folder(dir.clone())).unwrap();
         assert_eq!(cfg.max_seq_length, 256);
         assert_eq!(cfg.pooling, [PoolingMode::Mean]);
         assert!(cfg.normalize);

@@ -236,8 +236,8 @@ pub fn strip(text: &str) -> &str {
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::{Path, PathBuf};
+pub(crate) mod tests {
+    use std::path::Path;
 
     use super::*;
     use crate::config::ModelOptions;
@@ -297,15 +297,19 @@ mod tests {
         assert_eq!(strip(" \n "), "");
     }
 
-    /// Long texts of several kinds, from a fixed seed.
-    fn long_texts() -> Vec<String> {
-        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move |n: u64| {
+    /// A xorshift generator from `seed`: each call gives a number below its argument.
+    pub(crate) fn xorshift(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |n| {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
             seed % n
-        };
+        }
+    }
+
+    /// Long texts of several kinds, from a fixed seed.
+    fn long_texts() -> Vec<String> {
+        let mut next = xorshift(0x2545_f491_4f6c_dd1d);
         let words = [
             "the",
             "Debian",
@@ -356,12 +360,7 @@ mod tests {
                 eprintln!("skipped: {} is absent", dir.display());
                 continue;
             }
-            let opts = ModelOptions {
-                model: dir,
-                onnx_file: None,
-                max_seq_length: None,
-                ..ModelOptions::for_folder(PathBuf::new())
-            };
+            let opts = ModelOptions::for_folder(dir);
             for side in [Side::Right, Side::Left] {
                 let mut cfg = ModelConfig::load(&opts).unwrap();
                 cfg.truncation_side = side;

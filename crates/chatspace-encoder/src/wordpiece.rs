@@ -353,7 +353,7 @@ impl FastWordPiece {
 
 #[cfg(test)]
 mod tests {
-    use std::path::{Path, PathBuf};
+    use std::path::Path;
 
     use super::*;
     use crate::config::{ModelConfig, ModelOptions};
@@ -366,24 +366,13 @@ mod tests {
             eprintln!("skipped: {} is absent", dir.display());
             return None;
         }
-        let opts = ModelOptions {
-            model: dir,
-            onnx_file: None,
-            max_seq_length: None,
-            ..ModelOptions::for_folder(PathBuf::new())
-        };
+        let opts = ModelOptions::for_folder(dir);
         Some(ModelConfig::load(&opts).unwrap())
     }
 
     /// Random ASCII texts from a fixed seed, rich in what tokenizers treat specially.
     fn random_texts(n: usize) -> Vec<String> {
-        let mut seed = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut next = crate::tokenize::tests::xorshift(0x9e37_79b9_7f4a_7c15);
         let words = [
             "the",
             "Debian",
