@@ -2,6 +2,7 @@
 
     python workers.py st        --model DIR --texts F --out R [--emb E]
     python workers.py ort       --model DIR --texts F --out R [--emb E] --batching rows32|tokens1024
+                                [--provider cpu|cuda] [--row-cap N]
     python workers.py tokenize  --model DIR --texts F --out R
 
 --texts is a JSON list of strings; the result (a JSON object) goes to --out, the embeddings, in
@@ -12,6 +13,7 @@ the timed region: only the encode loop is timed (`encode_s`).
 import argparse
 import json
 import os
+import re
 import resource
 import sys
 import time
@@ -96,12 +98,14 @@ def batches_of_rows(order, lens, rows):
     return [order[i : i + rows] for i in range(0, len(order), rows)]
 
 
-def batches_of_tokens(order, lens, budget):
-    """Length-sorted batches filled while rows x longest row stays within `budget` tokens."""
+def batches_of_tokens(order, lens, budget, row_cap=None):
+    """Length-sorted batches filled while rows x longest row stays within `budget` tokens (and
+    rows within `row_cap`, if given)."""
     out, cur, longest = [], [], 0
     for i in order:
         n = lens[i]
-        if cur and (len(cur) + 1) * max(longest, n) > budget:
+        full = row_cap is not None and len(cur) >= row_cap
+        if cur and (full or (len(cur) + 1) * max(longest, n) > budget):
             out.append(cur)
             cur, longest = [], 0
         cur.append(i)
@@ -121,18 +125,23 @@ def run_ort(args, texts):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    sess = ort.InferenceSession(
-        os.path.join(args.model, "onnx", "model.onnx"), so, providers=["CPUExecutionProvider"]
-    )
+    if args.provider == "cuda":
+        providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    else:
+        providers = ["CPUExecutionProvider"]
+    sess = ort.InferenceSession(os.path.join(args.model, "onnx", "model.onnx"), so,
+                                providers=providers)
+    if args.provider == "cuda" and sess.get_providers()[0] != "CUDAExecutionProvider":
+        raise SystemExit(f"workers.py: the CUDA provider did not load ({sess.get_providers()})")
     input_names = {i.name for i in sess.get_inputs()}
 
     def embed(encodings):
         lens = [len(e.ids) for e in encodings]
         order = sorted(range(len(encodings)), key=lens.__getitem__)
-        if args.batching == "rows32":
-            batches = batches_of_rows(order, lens, 32)
+        if args.batching.startswith("rows"):
+            batches = batches_of_rows(order, lens, int(args.batching[4:]))
         else:
-            batches = batches_of_tokens(order, lens, 1024)
+            batches = batches_of_tokens(order, lens, int(args.batching[6:]), args.row_cap)
         out = np.empty((len(encodings), 0), dtype=np.float32)
         padded = 0
         for idx in batches:
@@ -166,7 +175,9 @@ def run_ort(args, texts):
         "others_cores": others.cores(encode_s),
         "onnxruntime": ort.__version__,
         "intra_op_threads": THREADS,
+        "provider": sess.get_providers()[0],
         "batching": args.batching,
+        "row_cap": args.row_cap,
         "batches": nbatches,
         "padded_tokens": padded,
     }
@@ -206,9 +217,14 @@ def main():
     p.add_argument("--texts", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--emb")
-    p.add_argument("--batching", choices=["rows32", "tokens1024"], default="rows32")
+    p.add_argument("--batching", default="rows32",
+                   help="rowsN (N rows a batch) or tokensN (N padded tokens a batch)")
+    p.add_argument("--row-cap", type=int, help="most rows in a tokensN batch")
+    p.add_argument("--provider", choices=["cpu", "cuda"], default="cpu")
     p.add_argument("--workdir", default=".")
     args = p.parse_args()
+    if not re.fullmatch(r"(rows|tokens)[1-9][0-9]*", args.batching):
+        p.error(f"--batching {args.batching}: rowsN or tokensN expected")
     with open(args.texts) as f:
         texts = json.load(f)
     runner = {"st": run_st, "ort": run_ort, "tokenize": run_tokenize}[args.kind]

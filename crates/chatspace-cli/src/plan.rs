@@ -158,6 +158,10 @@ pub fn comparable_config(
             serde_json::to_value(args.system_prompt())?,
         );
         obj.insert("encoders".into(), encoders.into());
+        // What the run used, defaults for the device included.
+        let (rows, tokens) = args.batch_limits();
+        obj.insert("batch_size".into(), rows.into());
+        obj.insert("tokens_per_batch".into(), tokens.into());
     }
     Ok(cfg)
 }

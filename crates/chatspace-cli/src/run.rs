@@ -558,6 +558,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     let started = Instant::now();
     let args = plan.args.clone();
     let stop = Arc::new(AtomicBool::new(false));
+    let (batch_size, tokens_per_batch) = args.batch_limits();
     let cfg = PoolConfig {
         encoder_bin: plan.encoder_bin.clone(),
         devices: plan.devices.clone(),
@@ -565,8 +566,8 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
         onnx_file: plan.onnx_file.clone(),
         ort_lib: args.ort_lib.clone(),
         threads: args.threads,
-        batch_size: args.batch_size,
-        tokens_per_batch: args.tokens_per_batch,
+        batch_size,
+        tokens_per_batch,
         model_flags: model_flags(&args),
         stop: stop.clone(),
         startup_timeout: Duration::from_secs(300),
@@ -644,7 +645,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
 
     let progress = progress_bar(&plan);
     let sizing = JobSizing {
-        batch_rows: args.batch_size as usize,
+        batch_rows: batch_size as usize,
         job_rows: args.unit_rows as usize,
         encoders: plan.devices.len(),
     };

@@ -19,6 +19,7 @@
 //! the supervisor survives its encoders (see `faults.rs`). Release builds have no such hook.
 
 mod batching;
+mod binding;
 mod config;
 mod embed;
 mod engine;

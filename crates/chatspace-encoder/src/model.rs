@@ -6,15 +6,18 @@
 //! is an error naming it. For the output, `sentence_embedding` is used as is when the graph has
 //! it (pooling `model`); otherwise `last_hidden_state`, `token_embeddings` or the first rank-3
 //! output is pooled here with the folder's pooling modes.
+//!
+//! Runs go through an I/O binding ([`crate::binding`]): inputs staged in host memory on CPU and
+//! pinned host memory on CUDA, the output bound to the same, and read in place.
 
-use std::borrow::Cow;
 use std::path::PathBuf;
 
+use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::session::{HasSelectedOutputs, OutputSelector, RunOptions, Session, SessionInputValue};
 use ort::value::{Outlet, Tensor, TensorElementType};
 
 use crate::batching::{self, Padded};
+use crate::binding::{self, Binding, Memory};
 use crate::config::{ModelConfig, PoolingMode};
 use crate::error::{Error, Result};
 use crate::pooling::{self, Dims};
@@ -64,7 +67,7 @@ pub struct Model {
     output: String,
     head: Head,
     normalize: bool,
-    run_options: RunOptions<HasSelectedOutputs>,
+    binding: Binding,
     dim: usize,
     /// The output is float16 (an fp16 export): widened to f32 before pooling.
     half: bool,
@@ -153,9 +156,28 @@ impl Model {
             Head::Tokens(cfg.pooling.clone())
         };
         tracing::debug!(%output, ?head, "model output in use");
-        let run_options = RunOptions::new()
-            .map_err(Error::RuntimeSetup)?
-            .with_outputs(OutputSelector::no_default().with(output.clone()));
+        let memory = match s.device {
+            Device::Cpu => Memory::Host,
+            Device::Cuda(k) => Memory::Pinned(k),
+        };
+        let bind = |session: &Session, output: &str, memory| {
+            Binding::new(session, output, memory).map_err(|e| {
+                unsupported(format!(
+                    "could not bind output {output} to {memory:?} memory: {e}"
+                ))
+            })
+        };
+        let binding = match bind(&session, &output, memory) {
+            Ok(b) => b,
+            Err(e) if memory != Memory::Host => {
+                tracing::warn!(
+                    "{}; staging batches in ordinary host memory",
+                    crate::error::one_line(&e)
+                );
+                bind(&session, &output, Memory::Host)?
+            }
+            Err(e) => return Err(e),
+        };
         let mut model = Model {
             session,
             path: path.clone(),
@@ -163,7 +185,7 @@ impl Model {
             output,
             head,
             normalize: cfg.normalize,
-            run_options,
+            binding,
             dim: 0,
             half,
             skip: 0,
@@ -175,7 +197,19 @@ impl Model {
             truncated: false,
         };
         let batch = batching::pad(&[&probe], cfg.padding_side, probe_id);
-        let v = model.embed(&batch).map_err(|e| {
+        let mut probed = model.embed(&batch);
+        if let Err(e) = &probed
+            && model.binding.memory() != Memory::Host
+        {
+            // A provider without a working pinned allocator: still CUDA, through pageable memory.
+            tracing::warn!(
+                "a test batch through pinned memory failed ({}); staging batches in ordinary host memory",
+                crate::error::one_line(e)
+            );
+            model.binding = bind(&model.session, &model.output, Memory::Host)?;
+            probed = model.embed(&batch);
+        }
+        let v = probed.map_err(|e| {
             unsupported(format!(
                 "a one-token test batch failed: {}",
                 crate::error::one_line(&e)
@@ -225,7 +259,6 @@ impl Model {
     /// Runs one batch; returns `[rows, dim]` vectors, pooled and (if configured) normalised.
     pub fn embed(&mut self, b: &Padded) -> Result<Vec<f32>> {
         let shape = [b.rows, b.seq];
-        let mut feeds: Vec<(Cow<'_, str>, SessionInputValue<'_>)> = Vec::new();
         for input in &self.inputs {
             let data = match input.feed {
                 Feed::Ids => &b.ids,
@@ -233,36 +266,29 @@ impl Model {
                 Feed::TypeIds => &b.type_ids,
                 Feed::Positions => &b.positions,
             };
-            let value: SessionInputValue<'_> = if input.int32 {
-                let v: Vec<i32> = data.iter().map(|&x| x as i32).collect();
-                Tensor::from_array((shape, v))
-                    .map_err(Error::Inference)?
-                    .into()
+            if input.int32 {
+                self.binding.bind(&input.name, shape, data, |x| x as i32)
             } else {
-                Tensor::from_array((shape, data.clone()))
-                    .map_err(Error::Inference)?
-                    .into()
-            };
-            feeds.push((Cow::Borrowed(input.name.as_str()), value));
+                self.binding.bind(&input.name, shape, data, |x| x)
+            }
+            .map_err(Error::Inference)?;
         }
-        let outputs = self
-            .session
-            .run_with_options(feeds, &self.run_options)
+        let out = self
+            .binding
+            .run(&mut self.session, &self.output)
             .map_err(Error::Inference)?;
         let widened: Vec<f32>;
+        let full: Tensor<f32>;
         let (out_shape, data): (Vec<i64>, &[f32]) = if self.half {
             // fp16 exports: pooled in f32 like sentence-transformers' `model.half()` outputs
             // are after `.float()`.
-            let (shape, data) = outputs[self.output.as_str()]
-                .try_extract_tensor::<half::f16>()
-                .map_err(Error::Inference)?;
+            let t = binding::typed::<half::f16>(out).map_err(Error::Inference)?;
+            let (shape, data) = binding::host_view(&t).map_err(Error::Inference)?;
             widened = data.iter().map(|x| x.to_f32()).collect();
-            (shape.to_vec(), &widened)
+            (shape, &widened)
         } else {
-            let (shape, data) = outputs[self.output.as_str()]
-                .try_extract_tensor::<f32>()
-                .map_err(Error::Inference)?;
-            (shape.to_vec(), data)
+            full = binding::typed::<f32>(out).map_err(Error::Inference)?;
+            binding::host_view(&full).map_err(Error::Inference)?
         };
         let bad_shape = |expected: String| Error::OutputShape {
             name: self.output.clone(),
@@ -390,4 +416,72 @@ fn pick_output(outlets: &[Outlet]) -> Result<(String, bool, bool), String> {
         }
     };
     Ok((chosen.name().to_string(), pooled, half))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::config::ModelOptions;
+    use crate::tokenize::TextTokenizer;
+
+    /// MiniLM's folder and the checkout's runtime (both required: `scripts/setup.sh --no-build`).
+    fn minilm() -> (ModelConfig, Runtime) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let dir = root.join("../shared/models/all-MiniLM-L6-v2");
+        assert!(dir.is_dir(), "{} is missing", dir.display());
+        let cfg = ModelConfig::load(&ModelOptions::for_folder(dir)).unwrap();
+        let lib = std::env::var_os("ORT_DYLIB_PATH")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| root.join(".onnxruntime/libonnxruntime.so"));
+        let rt = crate::runtime::load(Some(&lib), Device::Cpu).unwrap();
+        (cfg, rt)
+    }
+
+    /// Batches of every shape go through the one I/O binding: each row's vector is the one it
+    /// gets alone, whatever the batch's shape before it (the output is re-bound every run).
+    #[test]
+    fn batches_of_changing_shapes_run_through_one_binding() {
+        let (cfg, rt) = minilm();
+        let tok = TextTokenizer::load(&cfg).unwrap();
+        let s = SessionSettings {
+            threads: 1,
+            device: Device::Cpu,
+        };
+        let mut model = Model::load(&rt, &cfg, s, tok.pad_id(), 0).unwrap();
+        assert_eq!(model.binding.memory(), Memory::Host);
+        let texts = [
+            "a",
+            "a longer sentence about Debian packages",
+            "mid length text here",
+            "one two three four five six seven eight nine ten eleven twelve",
+        ];
+        let toks: Vec<Tokenized> = texts.iter().map(|t| tok.encode(t).unwrap()).collect();
+        let alone: Vec<Vec<f32>> = toks
+            .iter()
+            .map(|t| {
+                let b = batching::pad(&[t], cfg.padding_side, tok.pad_id());
+                model.embed(&b).unwrap()
+            })
+            .collect();
+        let dim = model.dim();
+        assert_eq!(dim, 384);
+        // Growing, shrinking, then growing again: [2 x short], [4 x long], [1 x short], [3 x mid].
+        for rows in [&[0usize, 2][..], &[0, 1, 2, 3], &[0], &[3, 1, 2]] {
+            let refs: Vec<&Tokenized> = rows.iter().map(|&i| &toks[i]).collect();
+            let b = batching::pad(&refs, cfg.padding_side, tok.pad_id());
+            let v = model.embed(&b).unwrap();
+            assert_eq!(v.len(), rows.len() * dim, "batch {rows:?}");
+            for (k, &i) in rows.iter().enumerate() {
+                let got = &v[k * dim..(k + 1) * dim];
+                let diff = got
+                    .iter()
+                    .zip(&alone[i])
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0f32, f32::max);
+                assert!(diff < 1e-5, "row {i} in batch {rows:?} differs by {diff}");
+            }
+        }
+    }
 }
