@@ -13,6 +13,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 use anyhow::Result;
+use chatspace_proto::Device;
 use serde::{Serialize, Serializer};
 
 use crate::bad_input;
@@ -110,21 +111,21 @@ pub fn visible_gpus(cuda_visible: Option<&str>, proc_dir: &Path, dev_dir: &Path)
     )
 }
 
-/// The `--device` value each encoder gets (`cpu` or `cuda:K`), one per encoder: on CPU,
+/// The device each encoder gets (its `--device cpu` or `cuda:K`), one per encoder: on CPU,
 /// `encoders` or one per available core divided by `threads`; on GPUs, `encoders` (default one
 /// per GPU) spread over the GPUs in turn.
 pub fn encoder_devices(
     spec: &DeviceSpec,
     encoders: Option<u32>,
     threads: u32,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Device>> {
     match spec {
         DeviceSpec::Cpu => {
             let n = encoders.unwrap_or_else(|| {
                 let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
                 (cores / threads.max(1)).max(1)
             });
-            Ok(vec!["cpu".to_string(); n as usize])
+            Ok(vec![Device::Cpu; n as usize])
         }
         DeviceSpec::Cuda(ids) => {
             let (visible, why) = visible_gpus(
@@ -134,9 +135,7 @@ pub fn encoder_devices(
             );
             let gpus = cuda_ordinals(spec, ids.as_deref(), visible, &why)?;
             let n = encoders.unwrap_or(gpus.len() as u32) as usize;
-            Ok((0..n)
-                .map(|i| format!("cuda:{}", gpus[i % gpus.len()]))
-                .collect())
+            Ok((0..n).map(|i| Device::Cuda(gpus[i % gpus.len()])).collect())
         }
     }
 }
@@ -227,7 +226,7 @@ mod tests {
             "{err}"
         );
         let cpu = encoder_devices(&DeviceSpec::Cpu, Some(3), 1).unwrap();
-        assert_eq!(cpu, ["cpu", "cpu", "cpu"]);
+        assert_eq!(cpu, [Device::Cpu; 3]);
         assert!(
             !encoder_devices(&DeviceSpec::Cpu, None, 64)
                 .unwrap()

@@ -24,7 +24,7 @@ pub struct RunPlan {
     /// The flags as given.
     pub args: EmbedArgs,
     /// The `--device` each encoder gets (`cpu`, `cuda:K`): one entry per encoder.
-    pub devices: Vec<String>,
+    pub devices: Vec<chatspace_proto::Device>,
     /// The dataset's files and schema.
     pub dataset: Dataset,
     /// How texts are taken from the text field (checked against the dataset's schema).

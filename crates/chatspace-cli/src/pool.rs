@@ -95,7 +95,7 @@ pub struct PoolConfig {
     /// The `chatspace-encoder` executable.
     pub encoder_bin: PathBuf,
     /// The `--device` of each encoder to start (`cpu`, `cuda:K`), one entry per encoder.
-    pub devices: Vec<String>,
+    pub devices: Vec<chatspace_proto::Device>,
     /// The model folder.
     pub model_dir: PathBuf,
     /// The ONNX file inside it.
@@ -463,7 +463,7 @@ async fn start_one(
         .arg("--onnx-file")
         .arg(&cfg.onnx_file)
         .arg("--device")
-        .arg(&cfg.devices[id as usize % cfg.devices.len()])
+        .arg(cfg.devices[id as usize % cfg.devices.len()].to_string())
         .arg("--threads")
         .arg(cfg.threads.to_string())
         .arg("--batch-size")

@@ -832,7 +832,15 @@ fn run_config(plan: &RunPlan) -> Result<serde_json::Value> {
     let extra: HashMap<&str, serde_json::Value> = HashMap::from([
         ("model_dir", serde_json::json!(plan.model_dir)),
         ("dataset_files", serde_json::json!(plan.dataset.files)),
-        ("encoder_devices", serde_json::json!(plan.devices)),
+        (
+            "encoder_devices",
+            serde_json::json!(
+                plan.devices
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+            ),
+        ),
     ]);
     if let Some(obj) = cfg.as_object_mut() {
         for (k, v) in extra {

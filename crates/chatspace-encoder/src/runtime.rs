@@ -28,30 +28,8 @@ pub const PARENTS: usize = 5;
 /// libraries it needs; searched before `.onnxruntime/` for `--device cuda:K`.
 pub const GPU_FOLDER: &str = ".onnxruntime-gpu";
 
-/// Where the encoder runs its model (`--device`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Device {
-    /// ONNX Runtime's CPU execution provider.
-    #[default]
-    Cpu,
-    /// The CUDA execution provider on this GPU ordinal (as CUDA numbers the visible GPUs).
-    Cuda(u32),
-}
-
-impl std::str::FromStr for Device {
-    type Err = String;
-
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        match s {
-            "cpu" => Ok(Device::Cpu),
-            _ => s
-                .strip_prefix("cuda:")
-                .and_then(|n| n.parse().ok())
-                .map(Device::Cuda)
-                .ok_or_else(|| format!("`{s}` is not a device: use cpu or cuda:N")),
-        }
-    }
-}
+/// Where the encoder runs its model (`--device`): the supervisor's own type.
+pub use chatspace_proto::Device;
 
 /// The library's file name on this platform (`libonnxruntime.so` on Linux).
 fn lib_name() -> String {

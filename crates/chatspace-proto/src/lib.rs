@@ -6,7 +6,8 @@
 //!   [`frame::MAX_FRAME`] bytes), with no I/O;
 //! - [`conn`]: frames over blocking streams, and over tokio streams with the `tokio`
 //!   feature; [`conn::socket_name`] turns a socket path into an `interprocess` local socket name;
-//! - [`exit`]: every exit code the two binaries can return.
+//! - [`exit`]: every exit code the two binaries can return;
+//! - [`device`]: where an encoder runs (`cpu`, `cuda:K`), as the supervisor passes it.
 //!
 //! A session starts with the encoder's [`msg::Hello`] (protocol version and the per-run secret the
 //! supervisor handed it), answered by [`msg::ToEncoder::Welcome`] or [`msg::ToEncoder::Reject`];
@@ -16,11 +17,13 @@
 #![deny(missing_docs)]
 
 pub mod conn;
+pub mod device;
 pub mod error;
 pub mod exit;
 pub mod frame;
 pub mod msg;
 
 pub use conn::{read_frame, socket_name, write_frame};
+pub use device::Device;
 pub use error::ProtoError;
 pub use msg::{FromEncoder, Hello, ModelInfo, PROTO_VERSION, ToEncoder, Work};

@@ -1,0 +1,58 @@
+//! Where an encoder runs: the `--device` value the supervisor gives each encoder it starts.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// One encoder's device, written `cpu` or `cuda:K` on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Device {
+    /// ONNX Runtime's CPU execution provider.
+    #[default]
+    Cpu,
+    /// The CUDA execution provider on this GPU ordinal (as CUDA numbers the visible GPUs).
+    Cuda(u32),
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Cuda(k) => write!(f, "cuda:{k}"),
+        }
+    }
+}
+
+impl FromStr for Device {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Device::Cpu),
+            _ => s
+                .strip_prefix("cuda:")
+                .filter(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|n| n.parse().ok())
+                .map(Device::Cuda)
+                .ok_or_else(|| format!("`{s}` is not a device: use cpu or cuda:N")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn devices_round_trip_through_their_flag_text() {
+        for d in [Device::Cpu, Device::Cuda(0), Device::Cuda(7)] {
+            assert_eq!(d.to_string().parse::<Device>(), Ok(d));
+        }
+        assert_eq!("cuda:3".parse(), Ok(Device::Cuda(3)));
+        for bad in [
+            "", "gpu", "cuda", "cuda:", "cuda:+1", "cuda:-1", "cuda:x", "CPU",
+        ] {
+            let err = bad.parse::<Device>().unwrap_err();
+            assert!(err.contains(&format!("`{bad}`")), "{err}");
+        }
+    }
+}
