@@ -90,15 +90,21 @@ impl Binding {
                 Tensor::from_array((shape, data.iter().map(|&x| convert(x)).collect::<Vec<T>>()))?
             }
             Some(alloc) => {
-                let mut t = Tensor::<T>::new(alloc, shape)?;
                 let len = shape[0] * shape[1];
-                assert_eq!(len, data.len(), "input {name}: shape and data disagree");
+                if len != data.len() {
+                    return Err(ort::Error::new(format!(
+                        "input {name}: {} values for shape {shape:?}",
+                        data.len()
+                    )));
+                }
+                let mut t = Tensor::<T>::new(alloc, shape)?;
                 let ptr = t.data_ptr_mut().cast::<T>();
                 if len > 0 {
                     // SAFETY: `t` was just allocated by the CUDA provider's pinned allocator with
-                    // `len` elements of `T`: page-locked host memory the CPU can write (the
-                    // allocator `ort` refuses to call CPU-accessible on ONNX Runtime >= 1.23
-                    // only because of how it reads the device type). Nothing else holds `t` yet.
+                    // `len` elements of `T`: page-locked host memory, which the CPU can write.
+                    // (`ort`'s own accessors refuse it with ONNX Runtime >= 1.23, which reports
+                    // pinned memory as a GPU device type; hence the raw pointer.) Nothing else
+                    // holds `t` yet.
                     let out = unsafe { std::slice::from_raw_parts_mut(ptr, len) };
                     for (o, &x) in out.iter_mut().zip(data) {
                         *o = convert(x);
