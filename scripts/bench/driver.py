@@ -225,7 +225,7 @@ def run_encoder_alone(ctx, model, jsonl, rows, threads):
     """Diagnostic: `chatspace-encoder embed` alone, launch to exit, reading length-sorted JSON
     lines 32 at a time (each line batch is one unit and one inference batch)."""
     cmd = [ctx.encoder, "embed", "--model", model, "--ort-lib", ctx.ort_lib,
-           "--threads", str(threads), "--batch-size", "32"]
+           "--threads", str(threads), "--batch-size", "32", "--tokens-per-batch", "0"]
     with open(jsonl) as stdin:
         others = OthersCpu()
         t0 = time.perf_counter()

@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 
+use chatspace_proto::Device;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -306,20 +307,12 @@ fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, 
     }
 }
 
-/// `--batch-size` and `--tokens-per-batch` defaults on CPU. Measured on a 2-core machine
-/// (README, "Performance"): small batches stay in cache, and 512 tokens pad 2% of a batch.
-pub const CPU_BATCH: (u32, u32) = (32, 512);
-
-/// The defaults on GPUs: a GPU needs large batches to fill its cores and to hide launch
-/// overhead; 16,384 tokens is text-embeddings-inference's `--max-batch-tokens` default.
-pub const GPU_BATCH: (u32, u32) = (512, 16_384);
-
 impl EmbedArgs {
     /// `(rows, tokens)` per inference batch: the flags, else the defaults for `--device`.
     pub fn batch_limits(&self) -> (u32, u32) {
         let (rows, tokens) = match self.device {
-            DeviceSpec::Cpu => CPU_BATCH,
-            DeviceSpec::Cuda(_) => GPU_BATCH,
+            DeviceSpec::Cpu => Device::Cpu.batch_defaults(),
+            DeviceSpec::Cuda(_) => Device::Cuda(0).batch_defaults(),
         };
         (
             self.batch_size.unwrap_or(rows),
@@ -396,7 +389,7 @@ mod tests {
     fn batch_defaults_follow_the_device_and_flags_win() {
         assert_eq!(
             parse(&["--device", "cuda"]).unwrap().batch_limits(),
-            GPU_BATCH
+            Device::Cuda(0).batch_defaults()
         );
         assert_eq!(
             parse(&["--device", "cuda:1"]).unwrap().batch_limits(),

@@ -112,13 +112,14 @@ struct ModelArgs {
     /// the GPU build of ONNX Runtime, see scripts/setup.sh --gpu).
     #[arg(long, value_name = "DEVICE", default_value = "cpu")]
     device: runtime::Device,
-    /// Most texts per inference batch (a unit is cut into batches of similar length).
-    #[arg(long, value_name = "N", default_value_t = 32,
-          value_parser = clap::value_parser!(u32).range(1..))]
-    batch_size: u32,
-    /// Most padded tokens (rows × longest row) per inference batch; 0 for no limit.
-    #[arg(long, value_name = "N", default_value_t = 0)]
-    tokens_per_batch: u32,
+    /// Most texts per inference batch (a unit is cut into batches of similar length)
+    /// [default: 32 on cpu, 512 on cuda:N, as `chatspace` uses].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: Option<u32>,
+    /// Most padded tokens (rows × longest row) per inference batch; 0 for no limit
+    /// [default: 512 on cpu, 16384 on cuda:N, as `chatspace` uses].
+    #[arg(long, value_name = "N")]
+    tokens_per_batch: Option<u32>,
     /// Token limit per text, overriding the model folder's max_seq_length.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     max_seq_length: Option<u32>,
@@ -155,6 +156,8 @@ fn parse_pooling(s: &str) -> Result<PoolingMode, String> {
 
 impl ModelArgs {
     fn engine_options(self) -> EngineOptions {
+        // `serve` is always given both by the supervisor; these are for `embed` on its own.
+        let (rows, tokens) = self.device.batch_defaults();
         EngineOptions {
             model: ModelOptions {
                 model: self.model,
@@ -181,8 +184,10 @@ impl ModelArgs {
             ort_lib: self.ort_lib,
             threads: usize::from(self.threads),
             device: self.device,
-            batch_size: self.batch_size as usize,
-            tokens_per_batch: (self.tokens_per_batch > 0).then_some(self.tokens_per_batch as usize),
+            batch_size: self.batch_size.unwrap_or(rows) as usize,
+            tokens_per_batch: Some(self.tokens_per_batch.unwrap_or(tokens))
+                .filter(|&t| t > 0)
+                .map(|t| t as usize),
         }
     }
 }

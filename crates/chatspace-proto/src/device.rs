@@ -13,6 +13,21 @@ pub enum Device {
     Cuda(u32),
 }
 
+impl Device {
+    /// Default `(rows, padded tokens)` per inference batch here, for both binaries' flags.
+    ///
+    /// CPU: measured on a 2-core machine (README, "Performance"): small batches stay in cache
+    /// and 512 tokens pad about 2%. GPU: a GPU needs large batches to fill its cores and hide
+    /// launch overhead; 16,384 tokens is text-embeddings-inference's `--max-batch-tokens`
+    /// default (not yet measured here).
+    pub const fn batch_defaults(self) -> (u32, u32) {
+        match self {
+            Device::Cpu => (32, 512),
+            Device::Cuda(_) => (512, 16_384),
+        }
+    }
+}
+
 impl fmt::Display for Device {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
