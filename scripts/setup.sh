@@ -109,6 +109,17 @@ with zipfile.ZipFile(wheel) as z:
 PY
 }
 
+# download_wheel PACKAGE PLATFORM WHEEL DEST: pip-downloads PACKAGE==ORT_VERSION for
+# CPython 3.11 on PLATFORM into DEST, and checks that it is the file WHEEL.
+download_wheel() {
+    local package="$1" platform="$2" wheel="$3" dest="$4"
+    python3 -m pip download --quiet --disable-pip-version-check \
+        --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
+        --platform "${platform}" "${package}==${ORT_VERSION}" -d "${dest}" >&2 ||
+        die "pip download of ${package}==${ORT_VERSION} failed"
+    [[ -f "${dest}/${wheel}" ]] || die "expected ${wheel}, pip saved: $(ls "${dest}")"
+}
+
 fetch_onnxruntime() {
     if [[ -f "${ORT_DIR}/${ORT_LIB}" && -f "${ORT_DIR}/VERSION" ]] &&
         [[ "$(cat "${ORT_DIR}/VERSION")" == "${ORT_VERSION}" ]]; then
@@ -123,11 +134,7 @@ fetch_onnxruntime() {
         trap "rm -rf -- '${tmp}'" EXIT
 
         log "downloading ${wheel} from PyPI"
-        python3 -m pip download --quiet --disable-pip-version-check \
-            --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
-            --platform "${platform}" "onnxruntime==${ORT_VERSION}" -d "${tmp}" >&2 ||
-            die "pip download of onnxruntime==${ORT_VERSION} failed"
-        [[ -f "${tmp}/${wheel}" ]] || die "expected ${wheel}, pip saved: $(ls "${tmp}")"
+        download_wheel onnxruntime "${platform}" "${wheel}" "${tmp}"
 
         log "checking sha256 and extracting ${ORT_LIB}"
         mkdir -p "${ORT_DIR}"
@@ -163,11 +170,7 @@ fetch_onnxruntime_gpu() {
     # shellcheck disable=SC2064 # expand now: $tmp is local
     trap "rm -rf -- '${tmp}'" EXIT
     log "downloading ${gpu_wheel} from PyPI (~250 MB)"
-    python3 -m pip download --quiet --disable-pip-version-check \
-        --no-deps --only-binary=:all: --python-version 3.11 --implementation cp \
-        --platform "${gpu_platform}" "onnxruntime-gpu==${ORT_VERSION}" -d "${tmp}" >&2 ||
-        die "pip download of onnxruntime-gpu==${ORT_VERSION} failed"
-    [[ -f "${tmp}/${gpu_wheel}" ]] || die "expected ${gpu_wheel}, pip saved: $(ls "${tmp}")"
+    download_wheel onnxruntime-gpu "${gpu_platform}" "${gpu_wheel}" "${tmp}"
     mkdir -p "${GPU_DIR}"
     log "checking sha256 and extracting the runtime and its CUDA provider"
     extract_libs "${tmp}/${gpu_wheel}" "${gpu_sha256}" "${GPU_DIR}" "${ORT_LIB}" \

@@ -90,12 +90,12 @@ def main():
 
     n = len(texts)
     rows = []
-    for name, r, secs in [
-        (f"chatspace --device {device} (1 encoder), launch to exit", cs, cs["seconds"]),
-        ("  same run, its own clock", cs, cs["summary"]["duration_seconds"]),
-        (f"chatspace --device {device}, 1,024 rows / 32,768 tokens", big, big["seconds"]),
-        (f"raw onnxruntime ({device}), 16,384 tokens / 512 rows", raw, raw["seconds"]),
-        (f"raw onnxruntime ({device}), 32 rows", raw32, raw32["seconds"]),
+    for name, secs in [
+        (f"chatspace --device {device} (1 encoder), launch to exit", cs["seconds"]),
+        ("  same run, its own clock", cs["summary"]["duration_seconds"]),
+        (f"chatspace --device {device}, 1,024 rows / 32,768 tokens", big["seconds"]),
+        (f"raw onnxruntime ({device}), 16,384 tokens / 512 rows", raw["seconds"]),
+        (f"raw onnxruntime ({device}), 32 rows", raw32["seconds"]),
     ]:
         rows.append({"name": name, "seconds": secs, "rows_per_s": n / secs})
     rep.update(runs=rows, min_cosine=cos, chatspace_summary=cs["summary"],

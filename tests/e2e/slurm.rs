@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use chatspace_tests::{bin, bin_path, model, read_json, repo_root, run, run_ok, shared};
 
-use crate::tasks::{clean, read_back, rerun_line, shard_paths};
+use crate::tasks::{assert_merge_matches_unsplit, clean, rerun_line};
 
 const ROWS: &str = "3000";
 
@@ -156,11 +156,6 @@ fn a_slurm_array_embeds_every_row_once_and_a_cancelled_task_is_rerun() {
             .arg(&whole),
     );
     let reference = read_json(&whole.join("indexes/null-384/debian-chat/manifest-train.json"));
-    let split = read_back(&shard_paths(&out, &merged));
-    let unsplit = read_back(&shard_paths(&whole, &reference));
-    assert_eq!(split["arrow"], split["duckdb"]);
-    assert_eq!(split["arrow"]["rows"], split["arrow"]["distinct"]);
-    assert_eq!(split["arrow"]["rows"], merged["rows_total"]);
-    assert_eq!(split["arrow"], unsplit["arrow"]);
+    assert_merge_matches_unsplit(&out, &merged, &whole, &reference);
     drop(slurm);
 }

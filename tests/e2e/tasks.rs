@@ -44,7 +44,7 @@ fn embed(out: &Path) -> Command {
 }
 
 /// The shard files of a manifest, as absolute paths.
-pub fn shard_paths(out: &Path, manifest: &serde_json::Value) -> Vec<String> {
+fn shard_paths(out: &Path, manifest: &serde_json::Value) -> Vec<String> {
     manifest["shards"]
         .as_array()
         .expect("shards")
@@ -57,9 +57,27 @@ pub fn shard_paths(out: &Path, manifest: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
+/// The merged run (`out`, its `merged` manifest) against one unsplit run (`whole`, its
+/// `reference` manifest): every row once, read alike by pyarrow and DuckDB, and the same rows and
+/// texts as the unsplit run.
+pub fn assert_merge_matches_unsplit(
+    out: &Path,
+    merged: &serde_json::Value,
+    whole: &Path,
+    reference: &serde_json::Value,
+) {
+    let split = read_back(&shard_paths(out, merged));
+    let unsplit = read_back(&shard_paths(whole, reference));
+    assert_eq!(split["arrow"], split["duckdb"]);
+    assert_eq!(split["arrow"]["rows"], split["arrow"]["distinct"]);
+    assert_eq!(split["arrow"]["rows"], merged["rows_total"]);
+    assert_eq!(split["arrow"], unsplit["arrow"]);
+    assert_eq!(unsplit["arrow"], unsplit["duckdb"]);
+}
+
 /// `{rows, distinct, min, max, digest}` of the shards, once with pyarrow and once with DuckDB
 /// (the digest hashes `row_index` and `text` in `row_index` order).
-pub fn read_back(files: &[String]) -> serde_json::Value {
+fn read_back(files: &[String]) -> serde_json::Value {
     let script = r#"
 import hashlib, json, sys
 import duckdb
@@ -180,13 +198,7 @@ fn three_tasks_cover_every_row_once_and_merge_lists_what_is_missing() {
     assert_eq!(indexes, (0..indexes.len() as u64).collect::<Vec<_>>());
 
     // Every row_index once, and the same rows and texts as the unsplit run.
-    let split = read_back(&shard_paths(&out, &merged));
-    let unsplit = read_back(&shard_paths(&whole, &reference));
-    assert_eq!(split["arrow"], split["duckdb"]);
-    assert_eq!(split["arrow"]["rows"], split["arrow"]["distinct"]);
-    assert_eq!(split["arrow"]["rows"], merged["rows_total"]);
-    assert_eq!(split["arrow"], unsplit["arrow"]);
-    assert_eq!(unsplit["arrow"], unsplit["duckdb"]);
+    assert_merge_matches_unsplit(&out, &merged, &whole, &reference);
 }
 
 #[test]
@@ -288,10 +300,6 @@ for name, (a, b) in zip(["part-0", "part-1", "part-2"], [(0, 1000), (1000, 1500)
     let merged = read_json(&tasks.parent().unwrap().join("manifest-train.json"));
     assert_eq!(merged["input_rows"], 4000);
     let reference = read_json(&whole.join("indexes/null-384/data/manifest-train.json"));
-    let split = read_back(&shard_paths(&out, &merged));
-    let unsplit = read_back(&shard_paths(&whole, &reference));
-    assert_eq!(split["arrow"], split["duckdb"]);
-    assert_eq!(split["arrow"]["rows"], split["arrow"]["distinct"]);
-    assert_eq!(split["arrow"], unsplit["arrow"]);
+    assert_merge_matches_unsplit(&out, &merged, &whole, &reference);
     assert_eq!(merged["rows_total"], reference["rows_total"]);
 }
