@@ -22,6 +22,9 @@ ORT_GPU_SHA256_AARCH64="dc878916611b8a816000ffedacc5f5988f77bb93bf9655ad20144ee3
 # What onnxruntime-gpu's [cuda,cudnn] extras ask for, plus cuBLAS (cuDNN's dependency).
 CUDA_WHEELS=("nvidia-cuda-runtime~=13.0" "nvidia-cuda-nvrtc~=13.0" "nvidia-cublas~=13.0"
     "nvidia-cufft~=12.0" "nvidia-curand~=10.0" "nvidia-cudnn-cu13~=9.0")
+# The sonames chatspace-encoder preloads from them (crates/chatspace-encoder/src/cuda/preload.rs).
+CUDA_SONAMES=(libcudart.so.13 libcublasLt.so.13 libcublas.so.13 libnvrtc.so.13 libcurand.so.10
+    libcufft.so.12 libcudnn.so.9)
 
 ROOT="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
 ORT_DIR="${ROOT}/.onnxruntime"
@@ -156,8 +159,9 @@ fetch_onnxruntime() {
 }
 
 # The GPU build: libonnxruntime.so with its CUDA provider libraries, then the CUDA
-# libraries themselves under .onnxruntime-gpu/nvidia/*/lib/ (the encoder preloads
-# them from there before it registers the CUDA provider).
+# libraries themselves under .onnxruntime-gpu/nvidia/ (cu13/lib/ and cudnn/lib/; the
+# encoder preloads CUDA_SONAMES from there before it registers the CUDA provider).
+# The driver is the machine's: CUDA 13 needs an NVIDIA driver 580 or newer.
 fetch_onnxruntime_gpu() {
     local gpu_wheel="onnxruntime_gpu-${ORT_VERSION}-cp311-cp311-${gpu_platform}.whl"
     if [[ -f "${GPU_DIR}/${ORT_LIB}" && -f "${GPU_DIR}/VERSION" ]] &&
@@ -179,6 +183,12 @@ fetch_onnxruntime_gpu() {
     python3 -m pip install --quiet --disable-pip-version-check --upgrade \
         --only-binary=:all: --target "${GPU_DIR}" "${CUDA_WHEELS[@]}" >&2 ||
         die "pip install of ${CUDA_WHEELS[*]} failed"
+    local lib missing=()
+    for lib in "${CUDA_SONAMES[@]}"; do
+        compgen -G "${GPU_DIR}/nvidia/*/lib/${lib}" >/dev/null || missing+=("${lib}")
+    done
+    ((${#missing[@]} == 0)) ||
+        die "the CUDA wheels installed no ${missing[*]} under .onnxruntime-gpu/nvidia/*/lib/"
     ln -sfn "${ORT_LIB}" "${GPU_DIR}/libonnxruntime.so"
     ln -sfn "${ORT_LIB}" "${GPU_DIR}/libonnxruntime.so.1"
     printf '%s\n' "${ORT_VERSION}" >"${GPU_DIR}/VERSION"

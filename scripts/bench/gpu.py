@@ -2,17 +2,29 @@
 
     python gpu.py --stage DIR [--rows N] [--json PATH] [--cpu]
 
-On the first N rows of debian-chat (first assistant turn), on GPU 0: chatspace --device cuda
-(one encoder, the GPU defaults) against raw Python onnxruntime-gpu on the same ONNX file
-(length-sorted batches of 16,384 tokens / 512 rows, as chatspace's defaults, and of 32 rows),
-both pooling and normalising the same way. Prints a table; exits 1 if a run fails or the
-vectors disagree (min cosine < 0.999). --cpu runs the same steps on the CPU: a dry run of
-the packing and the script on a machine without a GPU.
+On the first N rows of debian-chat (first assistant turn), on GPU 0, each step one process:
+
+1. raw Python onnxruntime-gpu on MiniLM's ONNX file, length-sorted batches of 16,384 tokens /
+   512 rows (chatspace's GPU defaults): the reference vectors and the baseline;
+2. chatspace --device cuda with 1 encoder (the defaults), with 1,024 rows / 32,768 tokens, and
+   with 2 and 4 encoders sharing the one GPU;
+3. MiniLM through ONNX Runtime's transformer optimizer (attention, layer norms and GELU fused,
+   then float16): chatspace and raw onnxruntime on it;
+4. raw onnxruntime in 32-row batches (a naive baseline).
+
+Prints one table (seconds, rows/s, min cosine against step 1) and exits 1 if a run fails or a
+run's vectors disagree with the reference (min cosine < 0.999 in fp32, < 0.99 in fp16). --cpu
+runs the same steps on the CPU (a dry run; the fused model stays fp32 there, since the CPU
+provider lacks float16 kernels for the fused operators). Raw onnxruntime finds the CUDA
+libraries through LD_LIBRARY_PATH (CHATSPACE_BENCH_CUDA_LIBS); chatspace-encoder without it,
+from the nvidia/ folder beside the runtime, as it would in a pip install.
 """
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -58,6 +70,42 @@ def gpu_name():
         return f"nvidia-smi failed: {e}"
 
 
+@contextlib.contextmanager
+def cuda_loader_path():
+    """LD_LIBRARY_PATH with the CUDA wheels' lib/ folders, for raw onnxruntime only."""
+    libs = os.environ.get("CHATSPACE_BENCH_CUDA_LIBS", "")
+    old = os.environ.get("LD_LIBRARY_PATH")
+    if libs:
+        os.environ["LD_LIBRARY_PATH"] = libs + (":" + old if old else "")
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop("LD_LIBRARY_PATH", None)
+        else:
+            os.environ["LD_LIBRARY_PATH"] = old
+
+
+def fused_model(src, dst, fp16, use_gpu):
+    """A copy of the model folder `src` whose onnx/model.onnx went through ONNX Runtime's
+    transformer optimizer (BERT fusions: Attention, SkipLayerNormalization, Gelu...), then
+    float16 if `fp16`. Returns the fused operators' counts."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("onnx"))
+    os.makedirs(os.path.join(dst, "onnx"))
+    with open(os.path.join(src, "config.json")) as f:
+        cfg = json.load(f)
+    opt = optimize_model(os.path.join(src, "onnx", "model.onnx"), model_type="bert",
+                         num_heads=cfg["num_attention_heads"], hidden_size=cfg["hidden_size"],
+                         opt_level=0, use_gpu=use_gpu)
+    stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    if fp16:
+        opt.convert_float_to_float16(keep_io_types=False)
+    opt.save_model_to_file(os.path.join(dst, "onnx", "model.onnx"))
+    return stats
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--stage", required=True)
@@ -72,50 +120,70 @@ def main():
     minilm = os.path.join(stage, "models", "all-MiniLM-L6-v2")
     texts = load_texts(ctx.parquet, args.rows)
     texts_path = write_json(os.path.join(ctx.work, "texts.json"), texts)
-    rep = {"gpu": gpu_name(), "rows": len(texts)}
+    rep = {"gpu": gpu_name(), "rows": len(texts), "device": device, "runs": []}
     print(f"gpu: {rep['gpu']}; {len(texts)} texts", flush=True)
-
-    one = ["--device", device, "--encoders", "1"]
-    cs = run_chatspace(ctx, device, minilm, one, args.rows)
-    big = run_chatspace(ctx, device + "-big", minilm,
-                        [*one, "--batch-size", "1024", "--tokens-per-batch", "32768"],
-                        args.rows, watch=False)
     provider = ["--provider", device]
-    raw = run_worker(ctx, "ort", minilm, texts_path,
-                     [*provider, "--batching", "tokens16384", "--row-cap", "512"])
-    raw32 = run_worker(ctx, "ort", minilm, texts_path, [*provider, "--batching", "rows32"],
-                       emb=False)
-    _, cs_emb = chatspace_embeddings(cs["output"])
-    cos = min_cosine(np.load(raw["emb_path"]), cs_emb)
 
-    n = len(texts)
-    rows = []
-    for name, secs in [
-        (f"chatspace --device {device} (1 encoder), launch to exit", cs["seconds"]),
-        ("  same run, its own clock", cs["summary"]["duration_seconds"]),
-        (f"chatspace --device {device}, 1,024 rows / 32,768 tokens", big["seconds"]),
-        (f"raw onnxruntime ({device}), 16,384 tokens / 512 rows", raw["seconds"]),
-        (f"raw onnxruntime ({device}), 32 rows", raw32["seconds"]),
-    ]:
-        rows.append({"name": name, "seconds": secs, "rows_per_s": n / secs})
-    rep.update(runs=rows, min_cosine=cos, chatspace_summary=cs["summary"],
-               chatspace_config=cs["config"], encoders=cs.get("encoders"),
-               supervisor_peak_rss=cs.get("supervisor_peak_rss"),
-               raw_info={k: raw.get(k) for k in ("onnxruntime", "provider", "batches",
-                                                  "padded_tokens")})
-    print(f"{'contender':58} {'seconds':>9} {'rows/s':>10}")
-    for r in rows:
-        print(f"{r['name']:58} {r['seconds']:9.2f} {r['rows_per_s']:10.0f}")
-    # Raw onnxruntime's time is its encode loop alone (model load and warm-up outside it).
-    print(f"chatspace (launch to exit) against raw 16,384-token batches: "
-          f"{raw['seconds'] / cs['seconds']:.2f}x")
-    print(f"padding ratio {cs['summary']['padding_ratio']:.3f}; first row after "
-          f"{cs['launch_to_first_row_s']:.2f} s; min cosine chatspace vs raw {cos:.6f}")
+    def raw(label, model, batching, emb=True):
+        with cuda_loader_path():
+            r = run_worker(ctx, "ort", model, texts_path, [*provider, *batching], emb=emb)
+        return row(label, r["seconds"], r, np.load(r["emb_path"]) if emb else None)
+
+    def chatspace(label, model, flags):
+        r = run_chatspace(ctx, f"cs{ctx.seq()}", model, ["--device", device, *flags], args.rows,
+                          watch=False)
+        return row(label, r["seconds"], r, chatspace_embeddings(r["output"])[1])
+
+    reference = None
+
+    def row(label, seconds, r, emb):
+        cos = min_cosine(reference, emb) if reference is not None and emb is not None else None
+        entry = {"name": label, "seconds": seconds, "rows_per_s": len(texts) / seconds,
+                 "min_cosine": cos, "command": r.get("command")}
+        for k in ("summary", "config", "provider", "batches", "padded_tokens"):
+            if k in r:
+                entry[k] = r[k]
+        rep["runs"].append(entry)
+        shown = "" if cos is None else f"  min cos {cos:.6f}"
+        print(f"  {label}: {seconds:.2f} s{shown}", flush=True)
+        return entry, emb
+
+    tokens = ["--batching", "tokens16384", "--row-cap", "512"]
+    first, reference = raw(f"raw onnxruntime ({device}), 16,384 tokens / 512 rows", minilm, tokens)
+    first["min_cosine"] = 1.0
+    one = ["--encoders", "1"]
+    fp32 = [
+        (f"chatspace --device {device}, 1 encoder", one),
+        (f"chatspace --device {device}, 1 encoder, 1,024 rows / 32,768 tokens",
+         [*one, "--batch-size", "1024", "--tokens-per-batch", "32768"]),
+        (f"chatspace --device {device}, 2 encoders on one GPU", ["--encoders", "2"]),
+        (f"chatspace --device {device}, 4 encoders on one GPU", ["--encoders", "4"]),
+    ]
+    for label, flags in fp32:
+        chatspace(label, minilm, flags)
+
+    fp16 = not args.cpu
+    kind = "fp16" if fp16 else "fp32 (dry run)"
+    fused = os.path.join(ctx.work, "minilm-fused")
+    rep["fused_operators"] = fused_model(minilm, fused, fp16=fp16, use_gpu=not args.cpu)
+    print(f"fused model ({kind}): {rep['fused_operators']}", flush=True)
+    fused_rows = [
+        chatspace(f"chatspace --device {device}, 1 encoder, fused {kind}", fused, one)[0],
+        raw(f"raw onnxruntime ({device}), fused {kind}, 16,384 tokens", fused, tokens)[0],
+    ]
+    raw(f"raw onnxruntime ({device}), 32 rows", minilm, ["--batching", "rows32"], emb=False)
+
+    print(f"\n{'contender':66} {'seconds':>8} {'rows/s':>9} {'min cos':>9}")
+    for r in rep["runs"]:
+        cos = "" if r["min_cosine"] is None else f"{r['min_cosine']:.6f}"
+        print(f"{r['name']:66} {r['seconds']:8.2f} {r['rows_per_s']:9.0f} {cos:>9}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rep, f, indent=1)
-    if cos < 0.999:
-        raise SystemExit(f"gpu: chatspace and raw onnxruntime disagree (min cosine {cos})")
+    bad = [r["name"] for r in rep["runs"] if r["min_cosine"] is not None and
+           r["min_cosine"] < (0.99 if r in fused_rows and fp16 else 0.999)]
+    if bad:
+        raise SystemExit(f"gpu: vectors disagree with raw onnxruntime fp32: {bad}")
 
 
 if __name__ == "__main__":

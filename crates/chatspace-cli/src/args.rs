@@ -226,12 +226,11 @@ pub struct EmbedArgs {
     /// [default: 512 on CPU, 16384 on GPUs].
     #[arg(long)]
     pub tokens_per_batch: Option<u32>,
-    /// Rows per unit of work sent to an encoder (the first unit is one batch, so the first rows
-    /// come back quickly, and the last ones shrink so encoders finish together). Encoders sort a
-    /// unit's texts by length before cutting batches, so larger units mean less padding; at most
-    /// one read batch (1,024 rows).
-    #[arg(long, default_value_t = 1024, value_parser = positive::<u32>)]
-    pub unit_rows: u32,
+    /// Rows per unit of work sent to an encoder (the first is one batch, the last ones shrink so
+    /// encoders finish together); encoders sort a unit by length before cutting batches, so larger
+    /// units pad less and fill batches; at most 2,048 [default: 1024 on CPU, 2048 on GPUs].
+    #[arg(long, value_parser = positive::<u32>)]
+    pub unit_rows: Option<u32>,
     /// Rows per Parquet shard.
     #[arg(long, default_value_t = 8192, value_parser = positive::<u64>)]
     pub rows_per_shard: u64,
@@ -310,10 +309,7 @@ fn positive<T: std::str::FromStr + PartialOrd + From<u8>>(s: &str) -> Result<T, 
 impl EmbedArgs {
     /// `(rows, tokens)` per inference batch: the flags, else the defaults for `--device`.
     pub fn batch_limits(&self) -> (u32, u32) {
-        let (rows, tokens) = match self.device {
-            DeviceSpec::Cpu => Device::Cpu.batch_defaults(),
-            DeviceSpec::Cuda(_) => Device::Cuda(0).batch_defaults(),
-        };
+        let (rows, tokens) = self.device.kind().batch_defaults();
         (
             self.batch_size.unwrap_or(rows),
             self.tokens_per_batch.unwrap_or(tokens),
@@ -399,6 +395,8 @@ mod tests {
         assert_eq!(a.batch_limits(), (64, 16_384));
         let a = parse(&["--tokens-per-batch", "0"]).unwrap();
         assert_eq!(a.batch_limits(), (32, 0));
+        let gpu = parse(&["--device", "cuda"]).unwrap();
+        assert_eq!((a.unit_rows(), gpu.unit_rows()), (1024, 2048));
     }
 
     #[test]

@@ -27,6 +27,16 @@ pub enum DeviceSpec {
     Cuda(Option<Vec<u32>>),
 }
 
+impl DeviceSpec {
+    /// The kind of device encoders run on (GPU 0 standing for any GPU), for defaults.
+    pub fn kind(&self) -> Device {
+        match self {
+            DeviceSpec::Cpu => Device::Cpu,
+            DeviceSpec::Cuda(_) => Device::Cuda(0),
+        }
+    }
+}
+
 impl FromStr for DeviceSpec {
     type Err = String;
 

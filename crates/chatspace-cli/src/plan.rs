@@ -162,8 +162,17 @@ pub fn comparable_config(
         let (rows, tokens) = args.batch_limits();
         obj.insert("batch_size".into(), rows.into());
         obj.insert("tokens_per_batch".into(), tokens.into());
+        obj.insert("unit_rows".into(), args.unit_rows().into());
     }
     Ok(cfg)
+}
+
+impl EmbedArgs {
+    /// Rows per unit of work: `--unit-rows`, else the default for `--device`.
+    pub fn unit_rows(&self) -> u32 {
+        self.unit_rows
+            .unwrap_or(self.device.kind().unit_rows_default())
+    }
 }
 
 /// A name made safe for one path component, as the original tool does: `/` becomes `__`.

@@ -646,7 +646,7 @@ pub async fn execute(plan: RunPlan) -> Result<Outcome> {
     let progress = progress_bar(&plan);
     let sizing = JobSizing {
         batch_rows: batch_size as usize,
-        job_rows: args.unit_rows as usize,
+        job_rows: args.unit_rows() as usize,
         encoders: plan.devices.len(),
     };
     let (jobs_tx, jobs_rx) = mpsc::channel::<Job<Rows>>(pool::JOBS_IN_FLIGHT * plan.devices.len());

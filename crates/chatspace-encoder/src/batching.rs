@@ -1,26 +1,32 @@
 //! Cutting a unit of texts into inference batches and putting the results back in order.
 //!
 //! Texts are sorted by token count (longest first) so that each batch holds rows of similar
-//! length, cut into batches of at most `--batch-size` rows, and each batch is padded only to its
-//! own longest row. [`scatter`] returns each vector to its text's place in the unit.
+//! length, cut into batches within [`BatchLimits`] (rows, padded tokens, and on GPUs rows ×
+//! seq²), and each batch is padded only to its own longest row. [`scatter`] returns each vector
+//! to its text's place in the unit.
 
 use crate::config::Side;
+use crate::limits::BatchLimits;
 use crate::tokenize::Tokenized;
 
 /// Groups row indices into batches: sorted by `lengths` (longest first, ties in input order),
-/// at most `max_rows` rows each and, with a token budget, at most `max_tokens` padded tokens
-/// (rows × the batch's longest row) each; a batch always takes at least one row.
-pub fn plan(lengths: &[usize], max_rows: usize, max_tokens: Option<usize>) -> Vec<Vec<usize>> {
+/// each within `limits`: at most `rows` rows, `tokens` padded tokens (rows × the batch's
+/// longest row) and `scores` rows × longest row²; a batch always takes at least one row.
+pub fn plan(lengths: &[usize], limits: &BatchLimits) -> Vec<Vec<usize>> {
     let mut order: Vec<usize> = (0..lengths.len()).collect();
     order.sort_by_key(|&i| std::cmp::Reverse(lengths[i]));
-    let max_rows = max_rows.max(1);
+    let max_rows = limits.rows.max(1);
     let mut batches: Vec<Vec<usize>> = Vec::new();
     let mut current: Vec<usize> = Vec::new();
     for i in order {
         // Sorted longest first: the batch's first row sets its padded length.
         let longest = current.first().map_or(lengths[i], |&f| lengths[f]).max(1);
-        let fits_tokens = max_tokens.is_none_or(|t| (current.len() + 1) * longest <= t);
-        if !current.is_empty() && (current.len() == max_rows || !fits_tokens) {
+        let rows = current.len() + 1;
+        let fits_tokens = limits.tokens.is_none_or(|t| rows * longest <= t);
+        let fits_scores = limits
+            .scores
+            .is_none_or(|s| (rows as u64).saturating_mul((longest as u64).pow(2)) <= s);
+        if !current.is_empty() && (current.len() == max_rows || !fits_tokens || !fits_scores) {
             batches.push(std::mem::take(&mut current));
         }
         current.push(i);
@@ -96,6 +102,14 @@ pub fn scatter(out: &mut [f32], dim: usize, batch: &[usize], vectors: &[f32]) {
 mod tests {
     use super::*;
 
+    fn limits(rows: usize, tokens: Option<usize>) -> BatchLimits {
+        BatchLimits {
+            rows,
+            tokens,
+            scores: None,
+        }
+    }
+
     fn tok(ids: &[u32]) -> Tokenized {
         Tokenized {
             ids: ids.to_vec(),
@@ -106,27 +120,59 @@ mod tests {
 
     #[test]
     fn plan_sorts_longest_first_and_caps_rows() {
-        let batches = plan(&[3, 9, 1, 9, 5], 2, None);
+        let batches = plan(&[3, 9, 1, 9, 5], &limits(2, None));
         assert_eq!(batches, vec![vec![1, 3], vec![4, 0], vec![2]]);
-        assert!(plan(&[], 4, None).is_empty());
+        assert!(plan(&[], &limits(4, None)).is_empty());
     }
 
     #[test]
     fn plan_fills_batches_to_a_token_budget() {
         // Budget 20: [9, 9] pads to 18; 5+3+1 pads to 15 (and a 4th row would not fit anyway).
-        let batches = plan(&[3, 9, 1, 9, 5], 32, Some(20));
+        let batches = plan(&[3, 9, 1, 9, 5], &limits(32, Some(20)));
         assert_eq!(batches, vec![vec![1, 3], vec![4, 0, 2]]);
         // A row longer than the budget still gets a batch of its own.
-        assert_eq!(plan(&[50, 2], 32, Some(20)), vec![vec![0], vec![1]]);
-        for b in plan(&[7; 100], 32, Some(64)) {
+        assert_eq!(plan(&[50, 2], &limits(32, Some(20))), vec![vec![0], vec![1]]);
+        for b in plan(&[7; 100], &limits(32, Some(64))) {
             assert!(b.len() * 7 <= 64);
         }
     }
 
     #[test]
+    fn plan_cuts_long_rows_by_rows_times_seq_squared() {
+        // 16,384 tokens fit 2 rows of 8,192, but a cap of 2 × 4,096² rows × seq² leaves
+        // 8,192-token rows alone and 4,096-token batches at two rows; shorter ones fill up.
+        let cap = 2 * 4_096u64 * 4_096;
+        let lim = BatchLimits {
+            rows: 512,
+            tokens: Some(16_384),
+            scores: Some(cap),
+        };
+        let lengths = [8_192, 8_192, 4_096, 4_096, 4_096, 2_048, 2_048, 2_048, 2_048, 100, 100];
+        let batches = plan(&lengths, &lim);
+        assert_eq!(
+            batches,
+            vec![
+                vec![0],
+                vec![1],
+                vec![2, 3],
+                vec![4, 5],
+                vec![6, 7, 8, 9, 10],
+            ]
+        );
+        for b in &batches {
+            let longest = b.iter().map(|&i| lengths[i]).max().unwrap() as u64;
+            assert!(b.len() == 1 || b.len() as u64 * longest * longest <= cap, "{b:?}");
+            assert!(b.len() as u64 * longest <= 16_384, "{b:?}");
+        }
+        // Without the cap, the token budget alone pairs the 8,192-token rows.
+        let no_cap = plan(&lengths, &BatchLimits { scores: None, ..lim });
+        assert_eq!(no_cap[0], vec![0, 1]);
+    }
+
+    #[test]
     fn plan_covers_every_row_once() {
         let lengths: Vec<usize> = (0..37).map(|i| (i * 7919) % 13).collect();
-        let mut seen: Vec<usize> = plan(&lengths, 5, Some(24)).into_iter().flatten().collect();
+        let mut seen: Vec<usize> = plan(&lengths, &limits(5, Some(24))).into_iter().flatten().collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..37).collect::<Vec<_>>());
     }

@@ -49,14 +49,34 @@ pub enum Error {
         /// The library file.
         path: PathBuf,
     },
-    /// The CUDA provider is there but could not start on the GPU (driver, CUDA libraries).
-    #[error("could not start ONNX Runtime's CUDA execution provider on GPU {device}")]
-    CudaSetup {
+    /// The CUDA 13 libraries the CUDA provider needs are not installed (see `cuda::preload`).
+    #[error(
+        "CUDA 13 libraries missing for the CUDA execution provider: {missing}; looked in \
+         {looked}; run scripts/setup.sh --gpu, or pip install onnxruntime-gpu[cuda,cudnn] and \
+         pass its onnxruntime/capi/libonnxruntime.so.* as --ort-lib"
+    )]
+    CudaLibraries {
+        /// Each missing library, with why.
+        missing: String,
+        /// The folders looked in, in order.
+        looked: String,
+    },
+    /// The GPU could not be used: no driver or one too old for CUDA 13, no such GPU, GPU memory
+    /// exhausted, or a CUDA, cuBLAS or cuDNN failure while the model was put on it. Never a bad
+    /// model (see `cuda::failure`).
+    #[error("GPU {device} could not be used ({during}): {cause}; {driver}")]
+    Gpu {
         /// The GPU ordinal.
         device: u32,
-        /// ONNX Runtime's reason.
+        /// What the encoder was doing (`creating the ONNX Runtime session`).
+        during: &'static str,
+        /// What it comes down to (`the NVIDIA driver is too old for CUDA 13`).
+        cause: String,
+        /// The driver's version and what CUDA 13 needs.
+        driver: String,
+        /// The failure's own words (ONNX Runtime's or CUDA's).
         #[source]
-        source: ort::Error,
+        source: Detail,
     },
     /// ONNX Runtime refused to create its environment or session options.
     #[error("could not set up ONNX Runtime")]
@@ -193,8 +213,8 @@ impl Error {
             | Error::RuntimeLoad { .. }
             | Error::RuntimeVersion { .. }
             | Error::RuntimeSetup(_)
-            | Error::NoCuda { .. }
-            | Error::CudaSetup { .. } => exit::NO_RUNTIME,
+            | Error::NoCuda { .. } => exit::NO_RUNTIME,
+            Error::CudaLibraries { .. } | Error::Gpu { .. } => exit::GPU,
             Error::ModelDirMissing(_)
             | Error::ModelFileMissing { .. }
             | Error::ReadConfig { .. }

@@ -11,7 +11,8 @@
 //!
 //! Errors are one line on stderr, `chatspace-encoder: ...`, and an exit code from
 //! [`chatspace_proto::exit`]: 3 for a bad model folder or input line, 4 when ONNX Runtime cannot
-//! be found or loaded, 5 for a failed handshake, 1 otherwise. Logs go to stderr, filtered by
+//! be found or loaded, 5 for a failed handshake, 6 when the GPU cannot be used (driver, CUDA
+//! libraries, GPU memory; see `cuda`), 1 otherwise. Logs go to stderr, filtered by
 //! `CHATSPACE_LOG` (or `RUST_LOG`), `warn` by default; stdout carries only `embed`'s output.
 //!
 //! Test only: debug builds of `serve` read `CHATSPACE_TEST_FAULTS` (e.g. `abort:BOOM,hang:ZZZ`)
@@ -21,15 +22,19 @@
 mod batching;
 mod binding;
 mod config;
+mod cuda;
 mod embed;
 mod engine;
 mod error;
 #[cfg(debug_assertions)]
 mod faults;
 mod ir_version;
+mod limits;
 mod model;
 mod pooling;
+mod pipeline;
 mod prompt;
+mod readout;
 mod runtime;
 mod serve;
 mod tokenize;
@@ -120,6 +125,11 @@ struct ModelArgs {
     /// [default: 512 on cpu, 16384 on cuda:N, as `chatspace` uses].
     #[arg(long, value_name = "N")]
     tokens_per_batch: Option<u32>,
+    /// Encoders sharing this encoder's GPU, itself included (`chatspace` sets it): above 1,
+    /// ONNX Runtime's CUDA memory arena is limited to an equal share of the GPU's memory.
+    #[arg(long, value_name = "N", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    encoders_on_gpu: u32,
     /// Token limit per text, overriding the model folder's max_seq_length.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(2..))]
     max_seq_length: Option<u32>,
@@ -188,6 +198,7 @@ impl ModelArgs {
             tokens_per_batch: Some(self.tokens_per_batch.unwrap_or(tokens))
                 .filter(|&t| t > 0)
                 .map(|t| t as usize),
+            encoders_on_gpu: self.encoders_on_gpu,
         }
     }
 }

@@ -8,19 +8,24 @@
 //! output is pooled here with the folder's pooling modes.
 //!
 //! Runs go through an I/O binding ([`crate::binding`]): inputs staged in host memory on CPU and
-//! pinned host memory on CUDA, the output bound to the same, and read in place.
+//! pinned host memory on CUDA, the output bound to the same, and read in place by a
+//! [`Readout`] (which [`crate::pipeline`] reads on another thread while the next batch runs).
+//!
+//! On a GPU, a CUDA, cuBLAS or cuDNN failure while the session is made or the test batch runs
+//! is a GPU error ([`crate::cuda::gpu_error`]), never a bad model.
 
 use std::path::PathBuf;
 
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::{Outlet, Tensor, TensorElementType};
+use ort::value::{Outlet, TensorElementType};
 
 use crate::batching::{self, Padded};
-use crate::binding::{self, Binding, Memory};
-use crate::config::{ModelConfig, PoolingMode};
+use crate::binding::{Binding, Memory};
+use crate::config::ModelConfig;
+use crate::cuda;
 use crate::error::{Error, Result};
-use crate::pooling::{self, Dims};
+use crate::readout::{Head, ReadSettings, Readout};
 use crate::runtime::{Device, Runtime};
 use crate::tokenize::Tokenized;
 
@@ -41,15 +46,6 @@ struct Input {
     int32: bool,
 }
 
-/// How the output is turned into one vector per row.
-#[derive(Debug, Clone, PartialEq)]
-enum Head {
-    /// The graph pools: `[rows, dim]`.
-    Pooled,
-    /// Token states `[rows, seq, width]`, pooled with these modes.
-    Tokens(Vec<PoolingMode>),
-}
-
 /// Session-level settings from the command line.
 #[derive(Debug, Clone, Copy)]
 pub struct SessionSettings {
@@ -57,6 +53,9 @@ pub struct SessionSettings {
     pub threads: usize,
     /// Where the session runs.
     pub device: Device,
+    /// On a GPU shared with other encoders: the most bytes this session's CUDA arena takes
+    /// (`gpu_mem_limit`; the arena then grows by what is asked, not in powers of two).
+    pub gpu_mem_limit: Option<usize>,
 }
 
 /// A loaded model, ready to embed padded batches.
@@ -65,16 +64,10 @@ pub struct Model {
     path: PathBuf,
     inputs: Vec<Input>,
     output: String,
-    head: Head,
-    normalize: bool,
     binding: Binding,
     dim: usize,
-    /// The output is float16 (an fp16 export): widened to f32 before pooling.
-    half: bool,
-    /// Real tokens left out of pooling at the start of each row (an excluded prompt's).
-    skip: usize,
-    /// `--truncate-dim`: keep the first this many dimensions, then normalise.
-    truncate: Option<usize>,
+    /// How outputs become vectors.
+    read: ReadSettings,
 }
 
 impl Model {
@@ -101,22 +94,28 @@ impl Model {
             .with_parallel_execution(false)
             .map_err(setup)?;
         if let Device::Cuda(k) = s.device {
+            let mut ep = ort::ep::CUDA::default().with_device_id(k as i32);
+            if let Some(limit) = s.gpu_mem_limit {
+                ep = ep
+                    .with_memory_limit(limit)
+                    .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
+            }
             // Never a silent CPU run: registration failing is an error.
-            let cuda = ort::ep::CUDA::default()
-                .with_device_id(k as i32)
-                .build()
-                .error_on_failure();
             builder = builder
-                .with_execution_providers([cuda])
-                .map_err(|e| Error::CudaSetup {
-                    device: k,
-                    source: e.into(),
+                .with_execution_providers([ep.build().error_on_failure()])
+                .map_err(|e| {
+                    cuda::provider_error(k, "registering the CUDA execution provider", &e.into())
                 })?;
         }
         // A path, not bytes: external weights (`model.onnx_data`) load from beside the file.
         let session = match builder.commit_from_file(&path) {
             Ok(session) => session,
             Err(source) => {
+                if let Device::Cuda(k) = s.device
+                    && let Some(e) = cuda::gpu_error(k, "creating the session on the GPU", &source)
+                {
+                    return Err(e);
+                }
                 let retry = crate::ir_version::unsupported_ir(&source.to_string())
                     .and_then(|(model_ir, max_ir)| {
                         let bytes = std::fs::read(&path).ok()?;
@@ -181,15 +180,18 @@ impl Model {
         let mut model = Model {
             session,
             path: path.clone(),
+            read: ReadSettings {
+                output: output.clone(),
+                head,
+                half,
+                skip: 0,
+                truncate: None,
+                normalize: cfg.normalize,
+            },
             inputs,
             output,
-            head,
-            normalize: cfg.normalize,
             binding,
             dim: 0,
-            half,
-            skip: 0,
-            truncate: None,
         };
         let probe = Tokenized {
             ids: vec![probe_id],
@@ -208,6 +210,11 @@ impl Model {
             );
             model.binding = bind(&model.session, &model.output, Memory::Host)?;
             probed = model.embed(&batch);
+        }
+        if let (Device::Cuda(k), Err(Error::Inference(e))) = (s.device, &probed)
+            && let Some(gpu) = cuda::gpu_error(k, "running a test batch on the GPU", e)
+        {
+            return Err(gpu);
         }
         let v = probed.map_err(|e| {
             unsupported(format!(
@@ -228,9 +235,9 @@ impl Model {
                 cfg.dir.display()
             )));
         }
-        model.skip = skip;
-        model.truncate = cfg.truncate_dim.filter(|&t| t < v.len());
-        model.dim = model.truncate.unwrap_or(v.len());
+        model.read.skip = skip;
+        model.read.truncate = cfg.truncate_dim.filter(|&t| t < v.len());
+        model.dim = model.read.truncate.unwrap_or(v.len());
         Ok(model)
     }
 
@@ -241,7 +248,7 @@ impl Model {
 
     /// `model` when the graph pools, else the modes joined with `+` (`mean`, `cls+mean`, ...).
     pub fn pooling_name(&self) -> String {
-        match &self.head {
+        match &self.read.head {
             Head::Pooled => "model".into(),
             Head::Tokens(modes) => modes
                 .iter()
@@ -258,6 +265,11 @@ impl Model {
 
     /// Runs one batch; returns `[rows, dim]` vectors, pooled and (if configured) normalised.
     pub fn embed(&mut self, b: &Padded) -> Result<Vec<f32>> {
+        self.run(b)?.vectors()
+    }
+
+    /// Runs one batch and returns its output unread (see [`Readout::vectors`]).
+    pub fn run(&mut self, b: &Padded) -> Result<Readout> {
         let shape = [b.rows, b.seq];
         for input in &self.inputs {
             let data = match input.feed {
@@ -277,59 +289,23 @@ impl Model {
             .binding
             .run(&mut self.session, &self.output)
             .map_err(Error::Inference)?;
-        let widened: Vec<f32>;
-        let full: Tensor<f32>;
-        let (out_shape, data): (Vec<i64>, &[f32]) = if self.half {
-            // fp16 exports: pooled in f32 like sentence-transformers' `model.half()` outputs
-            // are after `.float()`.
-            let t = binding::typed::<half::f16>(out).map_err(Error::Inference)?;
-            let (shape, data) = binding::host_view(&t).map_err(Error::Inference)?;
-            widened = data.iter().map(|x| x.to_f32()).collect();
-            (shape, &widened)
-        } else {
-            full = binding::typed::<f32>(out).map_err(Error::Inference)?;
-            binding::host_view(&full).map_err(Error::Inference)?
-        };
-        let bad_shape = |expected: String| Error::OutputShape {
-            name: self.output.clone(),
-            shape: out_shape.clone(),
-            expected,
-        };
-        let mut vectors = match &self.head {
-            Head::Pooled => {
-                if out_shape.len() != 2 || out_shape[0] as usize != b.rows {
-                    return Err(bad_shape(format!("[{}, dim]", b.rows)));
-                }
-                data.to_vec()
-            }
-            Head::Tokens(modes) => {
-                if out_shape.len() != 3
-                    || out_shape[0] as usize != b.rows
-                    || out_shape[1] as usize != b.seq
-                {
-                    return Err(bad_shape(format!("[{}, {}, width]", b.rows, b.seq)));
-                }
-                let d = Dims {
-                    rows: b.rows,
-                    seq: b.seq,
-                    width: out_shape[2] as usize,
-                };
-                pooling::pool(data, &b.mask, d, modes, self.skip)
-            }
-        };
-        if let Some(t) = self.truncate {
-            let full = vectors.len() / b.rows.max(1);
-            vectors = vectors
-                .chunks(full.max(1))
-                .flat_map(|v| &v[..t])
-                .copied()
-                .collect();
-        }
-        if self.normalize {
-            let dim = vectors.len() / b.rows.max(1);
-            pooling::normalize(&mut vectors, dim);
-        }
-        Ok(vectors)
+        Ok(Readout::new(
+            out,
+            self.read.clone(),
+            b.rows,
+            b.seq,
+            b.mask.clone(),
+        ))
+    }
+
+    /// Where batches are staged: pinned memory on a GPU unless the provider had none.
+    pub fn memory(&self) -> Memory {
+        self.binding.memory()
+    }
+
+    /// The output is float16 (an fp16 export).
+    pub fn is_half(&self) -> bool {
+        self.read.half
     }
 
     /// The ONNX file this model came from.
@@ -448,6 +424,7 @@ mod tests {
         let s = SessionSettings {
             threads: 1,
             device: Device::Cpu,
+            gpu_mem_limit: None,
         };
         let mut model = Model::load(&rt, &cfg, s, tok.pad_id(), 0).unwrap();
         assert_eq!(model.binding.memory(), Memory::Host);

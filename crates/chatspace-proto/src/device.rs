@@ -26,6 +26,19 @@ impl Device {
             Device::Cuda(_) => (512, 16_384),
         }
     }
+
+    /// Default rows per unit of work the supervisor sends an encoder here (`--unit-rows`).
+    ///
+    /// CPU: 1,024 rows make 32 batches of the CPU defaults. GPU: 2,048 rows (at least four
+    /// batches of 512 rows, about eleven of 16,384 tokens for chat-length texts), so that a
+    /// unit is mostly full batches; the answer stays within a frame (2,048 vectors of 4,096
+    /// dimensions are 32 MiB).
+    pub const fn unit_rows_default(self) -> u32 {
+        match self {
+            Device::Cpu => 1024,
+            Device::Cuda(_) => 2048,
+        }
+    }
 }
 
 impl fmt::Display for Device {

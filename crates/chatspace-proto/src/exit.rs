@@ -13,5 +13,9 @@ pub const BAD_INPUT: i32 = 3;
 pub const NO_RUNTIME: i32 = 4;
 /// The peer spoke another protocol version or failed the handshake.
 pub const PROTOCOL: i32 = 5;
+/// A GPU could not be used: no NVIDIA driver or one too old for CUDA 13, CUDA or cuDNN
+/// libraries missing, or a CUDA, cuBLAS or cuDNN failure (out of GPU memory, say) while the
+/// model was loaded onto it (encoder; the supervisor ends with it too).
+pub const GPU: i32 = 6;
 /// Interrupted by a signal (SIGINT/SIGTERM), as shells report it: 128 + SIGINT.
 pub const INTERRUPTED: i32 = 130;

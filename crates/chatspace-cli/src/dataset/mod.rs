@@ -36,8 +36,9 @@ mod json;
 
 use json::*;
 
-/// Rows per record batch read from a file.
-pub const READ_BATCH_ROWS: usize = 1024;
+/// Rows per record batch read from a file: the most one unit of work holds (a GPU's
+/// `--unit-rows` default).
+pub const READ_BATCH_ROWS: usize = 2048;
 
 /// Files fetched ahead of the one being read.
 pub const PREFETCH_FILES: usize = 2;

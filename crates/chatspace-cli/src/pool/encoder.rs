@@ -86,6 +86,7 @@ impl Ended {
                 if [
                     chatspace_proto::exit::BAD_INPUT,
                     chatspace_proto::exit::NO_RUNTIME,
+                    chatspace_proto::exit::GPU,
                 ]
                 .contains(&c) =>
             {
@@ -163,6 +164,9 @@ pub(super) async fn start_one(
         .create_tokio()
         .with_context(|| format!("cannot listen on {}", sock.display()))?;
 
+    let device = cfg.devices[id as usize % cfg.devices.len()];
+    // Encoders sharing a GPU each limit their CUDA arena to a share of it.
+    let on_gpu = cfg.devices.iter().filter(|&&d| d == device).count();
     let mut cmd = Command::new(&cfg.encoder_bin);
     cmd.arg("serve")
         .arg("--socket")
@@ -174,7 +178,7 @@ pub(super) async fn start_one(
         .arg("--onnx-file")
         .arg(&cfg.onnx_file)
         .arg("--device")
-        .arg(cfg.devices[id as usize % cfg.devices.len()].to_string())
+        .arg(device.to_string())
         .arg("--threads")
         .arg(cfg.threads.to_string())
         .arg("--batch-size")
@@ -182,6 +186,9 @@ pub(super) async fn start_one(
         .arg("--tokens-per-batch")
         .arg(cfg.tokens_per_batch.to_string())
         .args(&cfg.model_flags);
+    if matches!(device, chatspace_proto::Device::Cuda(_)) && on_gpu > 1 {
+        cmd.arg("--encoders-on-gpu").arg(on_gpu.to_string());
+    }
     if let Some(lib) = &cfg.ort_lib {
         cmd.arg("--ort-lib").arg(lib);
     }
@@ -353,6 +360,7 @@ pub(super) fn strip_log_prefix(line: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatspace_proto::exit;
 
     #[test]
     fn encoder_log_lines_are_split_into_level_and_message() {
@@ -368,5 +376,21 @@ mod tests {
             strip_log_prefix("chatspace-encoder: no runtime"),
             "no runtime"
         );
+    }
+
+    #[test]
+    fn encoder_exit_codes_with_a_meaning_are_passed_on() {
+        let ended = |code| Ended {
+            how: String::new(),
+            status: None,
+            code,
+            last: None,
+        };
+        for code in [exit::BAD_INPUT, exit::NO_RUNTIME, exit::GPU] {
+            assert_eq!(ended(Some(code)).exit_code(), code);
+        }
+        for code in [Some(exit::PROTOCOL), Some(101), None] {
+            assert_eq!(ended(code).exit_code(), exit::FAILURE);
+        }
     }
 }
