@@ -114,7 +114,12 @@ receive() {
         [[ -f "${STAGE_PARTS}/got-${i}" ]] || missing+=("${i}")
     done
     if ((${#missing[@]} > 0)); then
-        die "parts ${missing[*]} are not here (boot id ${boot}; part 1 came on boot ${first_boot}): the machine went cold; start again with receive 1"
+        if [[ "${first_boot}" == none ]]; then
+            die "nothing received on this machine (boot id ${boot}): it went cold, or part 1 was never sent; start again with receive 1"
+        elif [[ "${first_boot}" != "${boot}" ]]; then
+            die "the machine restarted (boot id ${first_boot} at part 1, now ${boot}); start again with receive 1"
+        fi
+        die "part(s) ${missing[*]} not received yet (boot id ${boot}): receive them first"
     fi
     [[ "$(cat "${part}/WHOLE.sha256")" == "$(cat "${STAGE_PARTS}/WHOLE.sha256")" ]] ||
         die "part ${k} is from another pack than part 1 (run pack once, carry its parts)"
@@ -168,8 +173,10 @@ EOF
         --model "${UNPACKED}/models/all-MiniLM-L6-v2" \
         --ort-lib "${UNPACKED}/ort/onnxruntime/capi/libonnxruntime.so.1.31.1" \
         <"${dir}/in.jsonl" >"${dir}/out.jsonl" 2>"${dir}/log" || rc=$?
-    # The log, without the model-folder dump (one long line); at most 60 lines.
-    grep -v 'model folder read' "${dir}/log" | cut -c1-400 | head -60 >&2 || true
+    # chatspace-encoder's own lines and every warning or error (ONNX Runtime's info lines are
+    # in $OUT/smoke.log), without the model-folder dump; at most 60 lines.
+    grep -E 'chatspace_encoder|WARN|ERROR|^chatspace-encoder:' "${dir}/log" |
+        grep -v 'model folder read' | cut -c1-400 | head -60 >&2 || true
     [[ -n "${OUT:-}" ]] && cp "${dir}/log" "${OUT}/smoke.log"
     ((rc == 0)) || die "smoke test failed (exit ${rc}); nothing measured"
     python3 - "${dir}/out.jsonl" "${SMOKE_ROWS}" <<'EOF' || die "smoke test output is wrong"
@@ -203,7 +210,7 @@ run() {
         die "python3 has no nvidia-* CUDA packages"
     fi
     ((cpu)) && device=cpu && extra+=(--cpu)
-    nvidia-smi -L || true
+    if command -v nvidia-smi >/dev/null; then nvidia-smi -L || true; else log "no nvidia-smi"; fi
     cat /proc/driver/nvidia/version 2>/dev/null || log "no /proc/driver/nvidia/version"
     export PYTHONPATH="${UNPACKED}/ort${PYTHONPATH:+:${PYTHONPATH}}"
     export PYTHONUNBUFFERED=1
@@ -218,9 +225,9 @@ case "${1:-}" in
     pack) pack ;;
     receive)
         (($# >= 2)) || die "usage: scripts/bench-gpu.sh receive K [run [--rows N] [--cpu]]"
+        (($# == 2)) || [[ "$3" == run ]] || die "after receive K only 'run' may follow (got $3)"
         receive "$2"
         if (($# >= 3)); then
-            [[ "$3" == run ]] || die "after receive K only 'run' may follow (got $3)"
             shift 3
             run "$@"
         fi

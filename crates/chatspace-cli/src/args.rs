@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use chatspace_proto::Device;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Serialize;
 
@@ -357,6 +356,7 @@ impl EmbedArgs {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chatspace_proto::Device;
 
     fn parse(args: &[&str]) -> Result<EmbedArgs, clap::Error> {
         let mut full = vec!["chatspace", "embed-hf", "--dataset", "d.parquet"];

@@ -131,7 +131,10 @@ mod tests {
         let batches = plan(&[3, 9, 1, 9, 5], &limits(32, Some(20)));
         assert_eq!(batches, vec![vec![1, 3], vec![4, 0, 2]]);
         // A row longer than the budget still gets a batch of its own.
-        assert_eq!(plan(&[50, 2], &limits(32, Some(20))), vec![vec![0], vec![1]]);
+        assert_eq!(
+            plan(&[50, 2], &limits(32, Some(20))),
+            vec![vec![0], vec![1]]
+        );
         for b in plan(&[7; 100], &limits(32, Some(64))) {
             assert!(b.len() * 7 <= 64);
         }
@@ -147,7 +150,9 @@ mod tests {
             tokens: Some(16_384),
             scores: Some(cap),
         };
-        let lengths = [8_192, 8_192, 4_096, 4_096, 4_096, 2_048, 2_048, 2_048, 2_048, 100, 100];
+        let lengths = [
+            8_192, 8_192, 4_096, 4_096, 4_096, 2_048, 2_048, 2_048, 2_048, 100, 100,
+        ];
         let batches = plan(&lengths, &lim);
         assert_eq!(
             batches,
@@ -161,18 +166,30 @@ mod tests {
         );
         for b in &batches {
             let longest = b.iter().map(|&i| lengths[i]).max().unwrap() as u64;
-            assert!(b.len() == 1 || b.len() as u64 * longest * longest <= cap, "{b:?}");
+            assert!(
+                b.len() == 1 || b.len() as u64 * longest * longest <= cap,
+                "{b:?}"
+            );
             assert!(b.len() as u64 * longest <= 16_384, "{b:?}");
         }
         // Without the cap, the token budget alone pairs the 8,192-token rows.
-        let no_cap = plan(&lengths, &BatchLimits { scores: None, ..lim });
+        let no_cap = plan(
+            &lengths,
+            &BatchLimits {
+                scores: None,
+                ..lim
+            },
+        );
         assert_eq!(no_cap[0], vec![0, 1]);
     }
 
     #[test]
     fn plan_covers_every_row_once() {
         let lengths: Vec<usize> = (0..37).map(|i| (i * 7919) % 13).collect();
-        let mut seen: Vec<usize> = plan(&lengths, &limits(5, Some(24))).into_iter().flatten().collect();
+        let mut seen: Vec<usize> = plan(&lengths, &limits(5, Some(24)))
+            .into_iter()
+            .flatten()
+            .collect();
         seen.sort_unstable();
         assert_eq!(seen, (0..37).collect::<Vec<_>>());
     }

@@ -201,7 +201,10 @@ impl Engine {
             // Later units: batches below the size that did not fit.
             let tokens = (size / 2).max(1) as usize;
             if self.limits.tokens.is_none_or(|t| t > tokens) {
-                tracing::warn!(tokens, "lowering the padded tokens per batch after running out of memory");
+                tracing::warn!(
+                    tokens,
+                    "lowering the padded tokens per batch after running out of memory"
+                );
                 self.limits.tokens = Some(tokens);
             }
         }

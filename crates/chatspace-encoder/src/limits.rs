@@ -52,7 +52,10 @@ pub fn attention_heads(dir: &Path) -> Option<u64> {
 /// `score_bytes` bytes each, on `gpu_bytes` of GPU memory for this encoder.
 pub fn score_cap(heads: u64, score_bytes: u64, gpu_bytes: u64) -> u64 {
     let budget = (gpu_bytes as f64 * SCORE_SHARE) as u64;
-    let per = heads.max(1).saturating_mul(score_bytes.max(1)).saturating_mul(SCORE_COPIES);
+    let per = heads
+        .max(1)
+        .saturating_mul(score_bytes.max(1))
+        .saturating_mul(SCORE_COPIES);
     (budget / per).max(1)
 }
 
@@ -68,11 +71,16 @@ mod tests {
 
     #[test]
     fn heads_come_from_config_json() {
-        let minilm = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2");
+        let minilm =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/models/all-MiniLM-L6-v2");
         assert_eq!(attention_heads(&minilm), Some(12));
         let dir = tempfile::tempdir().unwrap();
         assert_eq!(attention_heads(dir.path()), None);
-        std::fs::write(dir.path().join("config.json"), r#"{"num_attention_heads": 16}"#).unwrap();
+        std::fs::write(
+            dir.path().join("config.json"),
+            r#"{"num_attention_heads": 16}"#,
+        )
+        .unwrap();
         assert_eq!(attention_heads(dir.path()), Some(16));
         std::fs::write(dir.path().join("config.json"), r#"{"hidden_size": 16}"#).unwrap();
         assert_eq!(attention_heads(dir.path()), None);

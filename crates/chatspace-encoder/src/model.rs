@@ -17,7 +17,7 @@
 use std::path::PathBuf;
 
 use ort::session::Session;
-use ort::session::builder::GraphOptimizationLevel;
+use ort::session::builder::{GraphOptimizationLevel, SessionBuilder};
 use ort::value::{Outlet, TensorElementType};
 
 use crate::batching::{self, Padded};
@@ -82,31 +82,7 @@ impl Model {
         skip: usize,
     ) -> Result<Self> {
         let path = cfg.onnx_path.clone();
-        let setup = |e: ort::Error<_>| Error::RuntimeSetup(e.into());
-        let mut builder = Session::builder(&rt.env)
-            .map_err(Error::RuntimeSetup)?
-            .with_optimization_level(GraphOptimizationLevel::All)
-            .map_err(setup)?
-            .with_intra_threads(s.threads)
-            .map_err(setup)?
-            .with_inter_threads(1)
-            .map_err(setup)?
-            .with_parallel_execution(false)
-            .map_err(setup)?;
-        if let Device::Cuda(k) = s.device {
-            let mut ep = ort::ep::CUDA::default().with_device_id(k as i32);
-            if let Some(limit) = s.gpu_mem_limit {
-                ep = ep
-                    .with_memory_limit(limit)
-                    .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
-            }
-            // Never a silent CPU run: registration failing is an error.
-            builder = builder
-                .with_execution_providers([ep.build().error_on_failure()])
-                .map_err(|e| {
-                    cuda::provider_error(k, "registering the CUDA execution provider", &e.into())
-                })?;
-        }
+        let mut builder = session_builder(rt, s)?;
         // A path, not bytes: external weights (`model.onnx_data`) load from beside the file.
         let session = match builder.commit_from_file(&path) {
             Ok(session) => session,
@@ -312,6 +288,37 @@ impl Model {
     pub fn path(&self) -> &PathBuf {
         &self.path
     }
+}
+
+/// A session builder with the command line's settings and, on a GPU, the CUDA provider
+/// registered (with `gpu_mem_limit` when encoders share the GPU).
+fn session_builder(rt: &Runtime, s: SessionSettings) -> Result<SessionBuilder> {
+    let setup = |e: ort::Error<_>| Error::RuntimeSetup(e.into());
+    let mut builder = Session::builder(&rt.env)
+        .map_err(Error::RuntimeSetup)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(setup)?
+        .with_intra_threads(s.threads)
+        .map_err(setup)?
+        .with_inter_threads(1)
+        .map_err(setup)?
+        .with_parallel_execution(false)
+        .map_err(setup)?;
+    if let Device::Cuda(k) = s.device {
+        let mut ep = ort::ep::CUDA::default().with_device_id(k as i32);
+        if let Some(limit) = s.gpu_mem_limit {
+            ep = ep
+                .with_memory_limit(limit)
+                .with_arena_extend_strategy(ort::ep::ArenaExtendStrategy::SameAsRequested);
+        }
+        // Never a silent CPU run: registration failing is an error.
+        builder = builder
+            .with_execution_providers([ep.build().error_on_failure()])
+            .map_err(|e| {
+                cuda::provider_error(k, "registering the CUDA execution provider", &e.into())
+            })?;
+    }
+    Ok(builder)
 }
 
 /// ONNX Runtime's reason for not loading `path`, without the `Load model from <path> failed:`

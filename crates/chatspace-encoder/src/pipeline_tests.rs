@@ -17,7 +17,9 @@ impl Runner for Fake {
     fn run(&mut self, rows: &[usize]) -> Result<(Vec<f32>, u64, u64)> {
         self.ran.push(rows.to_vec());
         if self.poison.is_some_and(|p| rows.contains(&p)) {
-            return Err(Error::Inference(ort::Error::new("indices element out of bounds")));
+            return Err(Error::Inference(ort::Error::new(
+                "indices element out of bounds",
+            )));
         }
         if rows.len() > self.fits {
             return Err(Error::Inference(ort::Error::new(

@@ -169,8 +169,7 @@ pub fn load(flag: Option<&Path>, device: Device) -> Result<Runtime> {
     )?;
     tracing::debug!(path = %located.path.display(), via = located.via, "loading ONNX Runtime");
     check::probe(&located.path)?;
-    let builder =
-        ort::init_from(&located.path).map_err(|e| check::load_error(&located.path, e))?;
+    let builder = ort::init_from(&located.path).map_err(|e| check::load_error(&located.path, e))?;
     let env = builder
         .with_name("chatspace-encoder")
         .with_telemetry(false)
@@ -189,10 +188,7 @@ pub fn load(flag: Option<&Path>, device: Device) -> Result<Runtime> {
             (format!("CUDAExecutionProvider (GPU {k})"), Some(gpu))
         }
     };
-    let description = format!(
-        "onnxruntime {} {provider}",
-        check::version(&located.path)
-    );
+    let description = format!("onnxruntime {} {provider}", check::version(&located.path));
     Ok(Runtime {
         env,
         located,

@@ -27,13 +27,18 @@ fn a_missing_driver_library_is_no_driver() {
     let f = classify(NO_LIBCUDA).unwrap();
     assert_eq!(f.cause, Cause::NoDriver);
     assert!(
-        f.detail.starts_with("Failed to load library /work/wt18/.onnxruntime-gpu/libonnxruntime_providers_cuda.so"),
+        f.detail.starts_with(
+            "Failed to load library /work/wt18/.onnxruntime-gpu/libonnxruntime_providers_cuda.so"
+        ),
         "{}",
         f.detail
     );
     let cudnn = "Failed to load library libonnxruntime_providers_cuda.so with error: \
                  libcudnn.so.9: cannot open shared object file: No such file or directory";
-    assert_eq!(cause(cudnn), Some(Cause::MissingLibrary("libcudnn.so.9".into())));
+    assert_eq!(
+        cause(cudnn),
+        Some(Cause::MissingLibrary("libcudnn.so.9".into()))
+    );
 }
 
 #[test]
@@ -41,7 +46,8 @@ fn an_old_driver_is_driver_too_old() {
     let f = classify(DRIVER_535).unwrap();
     assert_eq!(f.cause, Cause::DriverTooOld);
     assert!(
-        f.detail.starts_with("CUDA failure 35: CUDA driver version is insufficient"),
+        f.detail
+            .starts_with("CUDA failure 35: CUDA driver version is insufficient"),
         "{}",
         f.detail
     );
@@ -83,7 +89,12 @@ fn out_of_memory_in_every_form() {
         assert_eq!(cause(msg), Some(Cause::OutOfMemory), "{msg}");
         assert!(is_out_of_memory(msg), "{msg}");
     }
-    assert!(classify(arena).unwrap().detail.starts_with("Failed to allocate memory"));
+    assert!(
+        classify(arena)
+            .unwrap()
+            .detail
+            .starts_with("Failed to allocate memory")
+    );
     assert!(!is_out_of_memory(DRIVER_535));
 }
 
@@ -97,7 +108,8 @@ fn other_library_failures_keep_their_library_and_code() {
         Cause::Library("CUDNN".into(), 1001).summary(),
         "CUDNN error 1001"
     );
-    let unknown = "CUDA failure 999: unknown error ; GPU=0 ; hostname=n1 ; file=f ; line=1 ; expr=x;";
+    let unknown =
+        "CUDA failure 999: unknown error ; GPU=0 ; hostname=n1 ; file=f ; line=1 ; expr=x;";
     assert_eq!(cause(unknown), Some(Cause::Library("CUDA".into(), 999)));
 }
 

@@ -77,7 +77,12 @@ pub fn gpu_error(device: u32, during: &'static str, err: &ort::Error) -> Option<
 /// error, classified when the message allows.
 pub fn provider_error(device: u32, during: &'static str, err: &ort::Error) -> Error {
     gpu_error(device, during, err).unwrap_or_else(|| {
-        gpu(device, during, Cause::Provider, err.to_string().trim().into())
+        gpu(
+            device,
+            during,
+            Cause::Provider,
+            err.to_string().trim().into(),
+        )
     })
 }
 

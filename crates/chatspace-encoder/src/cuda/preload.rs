@@ -123,7 +123,9 @@ pub fn preload(runtime: &Path, libs: &[&str]) -> Result<Vec<Loaded>, Missing> {
             }
             Err(reason) if file.is_none() => {
                 tracing::debug!(%lib, %reason, "not on the loader path");
-                failed.push(format!("{lib} (in none of these folders nor on the loader path)"));
+                failed.push(format!(
+                    "{lib} (in none of these folders nor on the loader path)"
+                ));
             }
             Err(reason) => failed.push(format!("{lib} ({}: {reason})", target.display())),
         }

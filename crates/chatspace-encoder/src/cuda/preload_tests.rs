@@ -29,7 +29,10 @@ fn site_packages(root: &Path) -> PathBuf {
     }
     touch(root, "site-packages/nvidia/cublas/lib/libcublas.so.12");
     touch(root, "site-packages/nvidia/curand/lib/libcurand.so.10");
-    touch(root, "site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1")
+    touch(
+        root,
+        "site-packages/onnxruntime/capi/libonnxruntime.so.1.31.1",
+    )
 }
 
 #[test]
@@ -117,7 +120,10 @@ fn other_major_versions_never_match() {
 fn a_missing_library_is_an_error_naming_it_and_where_it_looked() {
     let tmp = tempfile::tempdir().unwrap();
     let runtime = site_packages(tmp.path());
-    let libs = ["libchatspace-test-absent.so.13", "libchatspace-test-absent2.so.9"];
+    let libs = [
+        "libchatspace-test-absent.so.13",
+        "libchatspace-test-absent2.so.9",
+    ];
     let err = preload(&runtime, &libs).unwrap_err();
     assert_eq!(
         err.libs,
