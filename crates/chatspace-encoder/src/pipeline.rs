@@ -40,9 +40,10 @@ pub struct Ran {
     pub out_of_memory_at: Option<u64>,
 }
 
-/// Whether `err` is an out-of-memory failure of a run.
+/// Whether `err` is an out-of-memory failure of a run (its message says so, anywhere in the
+/// chain).
 pub fn out_of_memory(err: &Error) -> bool {
-    matches!(err, Error::Inference(e) if is_out_of_memory(&e.to_string()))
+    is_out_of_memory(&crate::error::one_line(err))
 }
 
 /// Runs `batches` (row positions in a unit of `n` rows) through `runner`, reading outputs on a

@@ -3,6 +3,15 @@
 
 use super::*;
 
+/// A failed run with this message (as ONNX Runtime's would read; `ort::Error` itself needs the
+/// library loaded).
+fn failed(msg: &str) -> Error {
+    Error::Io {
+        what: "running the batch",
+        source: std::io::Error::other(msg.to_string()),
+    }
+}
+
 /// Gives row `r` the vector `[r, r]`; runs out of memory on batches of more than `fits` rows;
 /// fails outright on `poison`.
 struct Fake {
@@ -17,15 +26,13 @@ impl Runner for Fake {
     fn run(&mut self, rows: &[usize]) -> Result<(Vec<f32>, u64, u64)> {
         self.ran.push(rows.to_vec());
         if self.poison.is_some_and(|p| rows.contains(&p)) {
-            return Err(Error::Inference(ort::Error::new(
-                "indices element out of bounds",
-            )));
+            return Err(failed("indices element out of bounds"));
         }
         if rows.len() > self.fits {
-            return Err(Error::Inference(ort::Error::new(
+            return Err(failed(
                 "Non-zero status code returned while running MatMul node. Status Message: \
                  Failed to allocate memory for requested buffer of size 17179869184",
-            )));
+            ));
         }
         let v = rows.iter().flat_map(|&r| [r as f32, r as f32]).collect();
         Ok((v, rows.len() as u64, self.padded(rows)))
